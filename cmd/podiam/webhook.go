@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
+	"github.com/podiam/podiam/internal/configwatch"
+	"github.com/podiam/podiam/internal/identity"
+	"github.com/podiam/podiam/internal/inject"
+	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/internal/sacache"
+	"github.com/podiam/podiam/internal/version"
+	"github.com/podiam/podiam/internal/webhook"
+)
+
+// ConfigMapName and ConfigMapKey locate the kOps-style mapping, as the Amazon
+// EKS pod identity webhook names them.
+const (
+	ConfigMapName = "pod-identity-webhook"
+	ConfigMapKey  = "config"
+)
+
+// webhookFlags are the flags of `podiam webhook`, spelled as the Amazon EKS pod
+// identity webhook spells them so that an existing Deployment can switch images.
+type webhookFlags struct {
+	port, metricsPort                       int
+	kubeconfig                              string
+	tlsCert, tlsKey                         string
+	tlsMinVersion, tlsCipherSuites          string
+	namespace, serviceName                  string
+	annotationPrefix                        string
+	tokenAudience, tokenMountPath           string
+	tokenExpiration                         int64
+	region                                  string
+	regionalSTS                             bool
+	watchConfigMap                          bool
+	ccConfig, ccAudience, ccMountPath       string
+	ccVolumeName, ccTokenPath, ccFullURI    string
+	saGracePeriod, resyncPeriod             time.Duration
+	roleSessionName                         string
+	shutdownTimeout                         time.Duration
+	logFormat, logLevel                     string
+	legacyInCluster, legacyTLSSecret        string
+	legacyLogToStderr, legacyAlsoLogToStder string
+	legacyVerbosity                         string
+}
+
+func newWebhookCommand() *cobra.Command {
+	var f webhookFlags
+	cmd := &cobra.Command{
+		Use:   "webhook",
+		Short: "Run the mutating admission webhook that injects IRSA and Pod Identity credentials",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runWebhook(ctx, cmd.Flags(), f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.port, "port", 443, "HTTPS port of the admission endpoint")
+	fs.IntVar(&f.metricsPort, "metrics-port", 9999, "HTTP port of /metrics, /healthz and /readyz (0 disables)")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG")
+	fs.StringVar(&f.tlsCert, "tls-cert", "/etc/webhook/certs/tls.crt", "serving certificate, reloaded when it changes")
+	fs.StringVar(&f.tlsKey, "tls-key", "/etc/webhook/certs/tls.key", "serving key, reloaded when it changes")
+	fs.StringVar(&f.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version (1.2 or 1.3)")
+	fs.StringVar(&f.tlsCipherSuites, "tls-cipher-suites", "", "comma-separated TLS 1.2 cipher suites (IANA names); empty means Go's defaults")
+	fs.StringVar(&f.namespace, "namespace", "eks", "namespace of the webhook and of its ConfigMap")
+	fs.StringVar(&f.serviceName, "service-name", "pod-identity-webhook", "name of the webhook's Service")
+	fs.StringVar(&f.annotationPrefix, "annotation-prefix", identity.DefaultAnnotationPrefix, "prefix of the annotations podiam reads")
+	fs.StringVar(&f.tokenAudience, "token-audience", "sts.amazonaws.com", "default audience of IRSA tokens")
+	fs.StringVar(&f.tokenMountPath, "token-mount-path", inject.DefaultTokenMountPath, "where the IRSA token is mounted")
+	fs.Int64Var(&f.tokenExpiration, "token-expiration", 86400, "default token lifetime in seconds (at least 600)")
+	fs.StringVar(&f.region, "aws-default-region", "", "if set, injected as AWS_DEFAULT_REGION and AWS_REGION")
+	fs.BoolVar(&f.regionalSTS, "sts-regional-endpoint", false, "inject AWS_STS_REGIONAL_ENDPOINTS=regional by default")
+	fs.BoolVar(&f.watchConfigMap, "watch-config-map", false, "read the ServiceAccount-to-role mapping from the ConfigMap "+ConfigMapName)
+	fs.StringVar(&f.ccConfig, "watch-container-credentials-config", "", "file listing the ServiceAccounts that get Pod Identity")
+	fs.StringVar(&f.ccAudience, "container-credentials-audience", "pods.eks.amazonaws.com", "audience of Pod Identity tokens")
+	fs.StringVar(&f.ccMountPath, "container-credentials-token-mount-path", inject.DefaultContainerCredsMountPath, "where the Pod Identity token is mounted")
+	fs.StringVar(&f.ccVolumeName, "container-credentials-token-volume-name", inject.DefaultContainerCredsVolumeName, "name of the Pod Identity token volume")
+	fs.StringVar(&f.ccTokenPath, "container-credentials-token-path", inject.DefaultContainerCredsTokenPath, "file name of the Pod Identity token in its volume")
+	fs.StringVar(&f.ccFullURI, "container-credentials-full-uri", inject.DefaultContainerCredsFullURI, "Pod Identity agent endpoint")
+	fs.DurationVar(&f.saGracePeriod, "service-account-lookup-grace-period", time.Second,
+		"on a cache miss, how long to look for the ServiceAccount in the API server (0 disables the lookup)")
+	fs.DurationVar(&f.resyncPeriod, "resync-period", 0, "informer resync period (0 disables resync)")
+	fs.StringVar(&f.roleSessionName, "role-session-name", "", `"pod-name" sets AWS_ROLE_SESSION_NAME to the pod name for every IRSA pod`)
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to drain requests on SIGTERM")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// Flags of the Amazon webhook that mean nothing here; accepted so its
+	// manifests keep working.
+	for _, l := range []struct {
+		p    *string
+		name string
+	}{{&f.legacyInCluster, "in-cluster"}, {&f.legacyTLSSecret, "tls-secret"},
+		{&f.legacyLogToStderr, "logtostderr"}, {&f.legacyAlsoLogToStder, "alsologtostderr"}, {&f.legacyVerbosity, "v"}} {
+		fs.StringVar(l.p, l.name, "", "ignored (Amazon EKS pod identity webhook compatibility)")
+		fs.Lookup(l.name).NoOptDefVal = "true"
+		_ = fs.MarkHidden(l.name)
+	}
+	return cmd
+}
+
+func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
+	logger, err := newLogger(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+	logger.Info("starting", "version", version.String())
+	for _, name := range []string{"in-cluster", "tls-secret", "logtostderr", "alsologtostderr", "v"} {
+		if fs.Changed(name) {
+			logger.Info("ignoring flag kept for compatibility", "flag", "--"+name)
+		}
+	}
+	if f.tokenExpiration < identity.MinTokenExpiration || f.tokenExpiration > identity.MaxTokenExpiration {
+		return fmt.Errorf("--token-expiration=%d: want %d to %d seconds", f.tokenExpiration, identity.MinTokenExpiration, identity.MaxTokenExpiration)
+	}
+	if f.roleSessionName != "" && f.roleSessionName != identity.RoleSessionNamePodName {
+		return fmt.Errorf("--role-session-name=%q: only %q is supported", f.roleSessionName, identity.RoleSessionNamePodName)
+	}
+
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "podiam-webhook/" + version.Version
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	metaClient, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating metadata client: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.NewWebhook(reg)
+	keys := identity.NewKeys(f.annotationPrefix)
+
+	sas := sacache.New(sacache.Options{
+		Client: metaClient, AnnotationKeys: keys.ServiceAccountKeys(),
+		GracePeriod: f.saGracePeriod, ResyncPeriod: f.resyncPeriod, Metrics: m, Logger: logger,
+	})
+	go sas.Run(ctx)
+	checks := []webhook.ReadyCheck{{Name: "serviceaccount-cache", Ready: sas.HasSynced}}
+
+	handler := &webhook.Handler{
+		Resolver: &identity.Resolver{Keys: keys, Defaults: identity.Defaults{
+			Audience: f.tokenAudience, RegionalSTS: f.regionalSTS, TokenExpiration: f.tokenExpiration,
+			ContainerCredentialsAudience: f.ccAudience, SessionNameFromPod: f.roleSessionName == identity.RoleSessionNamePodName,
+		}},
+		Injector: &inject.Config{
+			Keys: keys, TokenMountPath: f.tokenMountPath, Region: f.region,
+			ContainerCredsMountPath: f.ccMountPath, ContainerCredsVolumeName: f.ccVolumeName,
+			ContainerCredsTokenPath: f.ccTokenPath, ContainerCredsFullURI: f.ccFullURI,
+		},
+		ServiceAccounts: sas,
+		Metrics:         m,
+		Logger:          logger,
+	}
+	if f.watchConfigMap {
+		mw := configwatch.NewMappingWatcher(configwatch.MappingOptions{
+			Client: clientset, Namespace: f.namespace, Name: ConfigMapName, Key: ConfigMapKey,
+			ResyncPeriod: f.resyncPeriod, Metrics: m, Logger: logger,
+		})
+		go mw.Run(ctx)
+		handler.Mapping = mw.Current
+		checks = append(checks, webhook.ReadyCheck{Name: "configmap", Ready: mw.HasSynced})
+	}
+	if f.ccConfig != "" {
+		fw, err := configwatch.NewFileWatcher(configwatch.FileOptions{Path: f.ccConfig, Metrics: m, Logger: logger})
+		if err != nil {
+			return err
+		}
+		go fw.Run(ctx)
+		handler.ContainerCredentials = fw.Current
+	}
+
+	cw, err := certwatcher.New(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return fmt.Errorf("loading serving certificate: %w", err)
+	}
+	go func() {
+		if err := cw.Start(ctx); err != nil {
+			logger.Error("certificate watcher stopped", "error", err)
+		}
+	}()
+	checks = append(checks, webhook.ReadyCheck{Name: "certificate", Ready: func() bool {
+		c, err := cw.GetCertificate(nil)
+		return err == nil && c != nil
+	}})
+	tlsCfg, err := webhook.TLSConfig(f.tlsMinVersion, f.tlsCipherSuites, cw.GetCertificate)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.port)))
+	if err != nil {
+		return fmt.Errorf("listening on port %d: %w", f.port, err)
+	}
+	var metricsLn net.Listener
+	if f.metricsPort != 0 {
+		if metricsLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.metricsPort))); err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on metrics port %d: %w", f.metricsPort, err)
+		}
+	}
+	srv := &webhook.Server{
+		Mutate: handler, TLS: tlsCfg, Gatherer: reg, Checks: checks,
+		ShutdownTimeout: f.shutdownTimeout, Logger: logger,
+	}
+	return srv.Serve(ctx, ln, metricsLn)
+}
+
+// restConfig loads --kubeconfig, else the in-cluster config, else $KUBECONFIG or
+// ~/.kube/config, as kubectl does.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level=%q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format=%q: want json or text", format)
+}

@@ -1,0 +1,290 @@
+// Package inject turns a pod and an identity into a JSONPatch. It does no I/O.
+//
+// The patch only ever adds single items (an env var, a mount, a volume) or creates
+// an array that is absent, so it cannot drop fields of the pod it does not know.
+// Whatever the pod already has, by name, wins; applying the patch and then
+// injecting again yields no patch.
+package inject
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/podiam/podiam/internal/identity"
+)
+
+// Environment variable names read by the AWS SDKs.
+const (
+	EnvRegionalSTS          = "AWS_STS_REGIONAL_ENDPOINTS"
+	EnvDefaultRegion        = "AWS_DEFAULT_REGION"
+	EnvRegion               = "AWS_REGION"
+	EnvRoleARN              = "AWS_ROLE_ARN"
+	EnvWebIdentityTokenFile = "AWS_WEB_IDENTITY_TOKEN_FILE"
+	EnvRoleSessionName      = "AWS_ROLE_SESSION_NAME"
+	EnvContainerCredsURI    = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+	EnvContainerCredsToken  = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+)
+
+// Defaults of the Amazon EKS pod identity webhook, which podiam keeps.
+const (
+	DefaultTokenMountPath           = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+	DefaultContainerCredsMountPath  = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+	DefaultContainerCredsVolumeName = "eks-pod-identity-token"
+	DefaultContainerCredsTokenPath  = "eks-pod-identity-token"
+	DefaultContainerCredsFullURI    = "http://169.254.170.23/v1/credentials"
+	// IRSAVolumeName and IRSATokenPath are fixed by the Amazon webhook; tools
+	// look for them, so they are not configurable.
+	IRSAVolumeName = "aws-iam-token"
+	IRSATokenPath  = "token"
+)
+
+// Config is the injection configuration, mostly from flags.
+type Config struct {
+	Keys                     identity.Keys
+	TokenMountPath           string
+	ContainerCredsMountPath  string
+	ContainerCredsVolumeName string
+	ContainerCredsTokenPath  string
+	ContainerCredsFullURI    string
+	// Region, when set, is injected as AWS_DEFAULT_REGION and AWS_REGION.
+	Region string
+}
+
+// Result is the outcome of injecting one pod.
+type Result struct {
+	// Patch is a JSONPatch document, nil when there is nothing to change.
+	Patch []byte
+	// Warnings are shown to the user as admission warnings.
+	Warnings []string
+	// Injected counts containers that got (or already had) the identity.
+	Injected int
+	// SkippedByAnnotation and SkippedByConflict count containers left alone.
+	SkippedByAnnotation int
+	SkippedByConflict   int
+}
+
+// target is what one identity mode needs in the pod.
+type target struct {
+	volume, mountPath, tokenPath, audience string
+}
+
+func (c *Config) target(id identity.Identity) target {
+	if id.Mode == identity.ModePodIdentity {
+		return target{c.ContainerCredsVolumeName, c.ContainerCredsMountPath, c.ContainerCredsTokenPath, id.Audience}
+	}
+	return target{IRSAVolumeName, c.TokenMountPath, IRSATokenPath, id.Audience}
+}
+
+// Inject computes the patch that gives pod the identity id.
+func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
+	var res Result
+	if id.Mode != identity.ModeIRSA && id.Mode != identity.ModePodIdentity {
+		return res
+	}
+	t := c.target(id)
+
+	if msg, ok := volumeConflict(pod, t); !ok {
+		res.Warnings = append(res.Warnings, msg)
+		res.SkippedByConflict = len(pod.Spec.Containers) + len(pod.Spec.InitContainers)
+		return res
+	}
+
+	sel := newSelector(pod.Annotations(), c.Keys)
+	env := c.envFor(pod, id, t)
+	var p patch
+	for _, list := range []struct {
+		field      string
+		containers []container
+	}{{"containers", pod.Spec.Containers}, {"initContainers", pod.Spec.InitContainers}} {
+		for i := range list.containers {
+			ctr := &list.containers[i]
+			if !sel.includes(ctr.Name) {
+				res.SkippedByAnnotation++
+				continue
+			}
+			if msg, ok := mountConflict(ctr, t); !ok {
+				res.Warnings = append(res.Warnings, msg)
+				res.SkippedByConflict++
+				continue
+			}
+			res.Injected++
+			base := "/spec/" + list.field + "/" + strconv.Itoa(i)
+			p.addItems(base+"/env", ctr.Env != nil, missingEnv(ctr, env))
+			if !hasMount(ctr, t.volume) {
+				p.addItems(base+"/volumeMounts", ctr.VolumeMounts != nil, []jsonValue{mount{t.volume, t.mountPath}})
+			}
+		}
+	}
+	if res.Injected == 0 {
+		return Result{Warnings: res.Warnings, SkippedByAnnotation: res.SkippedByAnnotation, SkippedByConflict: res.SkippedByConflict}
+	}
+
+	if !hasVolume(pod, t.volume) {
+		p.addItems("/spec/volumes", pod.Spec.Volumes != nil, []jsonValue{tokenVolume{t, id.TokenExpiration}})
+	}
+	if id.FSGroup != nil {
+		switch sc := pod.Spec.SecurityContext; {
+		case sc == nil:
+			p.add("/spec/securityContext", member{"fsGroup", intValue(*id.FSGroup)})
+		case sc.FSGroup == nil:
+			p.add("/spec/securityContext/fsGroup", intValue(*id.FSGroup))
+		}
+	}
+	if labels := pod.Labels(); id.Mode == identity.ModePodIdentity && labels[identity.PodIdentityLabel] != identity.PodIdentityLabelValue {
+		label := member{identity.PodIdentityLabel, stringValue(identity.PodIdentityLabelValue)}
+		switch {
+		case pod.Metadata == nil:
+			p.add("/metadata", member{"labels", label})
+		case labels == nil:
+			p.add("/metadata/labels", label)
+		default:
+			p.add("/metadata/labels/"+escapePointer(identity.PodIdentityLabel), stringValue(identity.PodIdentityLabelValue))
+		}
+	}
+	res.Patch = p.encode()
+	return res
+}
+
+// envGroup is a set of variables added together or not at all: if the container
+// already has any of them, the user configured that part and we stay out.
+type envGroup []envVar
+
+func (c *Config) envFor(pod *Pod, id identity.Identity, t target) []envGroup {
+	var groups []envGroup
+	if id.RegionalSTS {
+		groups = append(groups, envGroup{{name: EnvRegionalSTS, value: "regional"}})
+	}
+	if c.Region != "" {
+		groups = append(groups, envGroup{{name: EnvDefaultRegion, value: c.Region}, {name: EnvRegion, value: c.Region}})
+	}
+	tokenFile := t.mountPath + "/" + t.tokenPath
+	if pod.IsWindows() {
+		tokenFile = `C:` + strings.ReplaceAll(tokenFile, "/", `\`)
+	}
+	switch id.Mode {
+	case identity.ModeIRSA:
+		groups = append(groups, envGroup{{name: EnvRoleARN, value: id.RoleARN}, {name: EnvWebIdentityTokenFile, value: tokenFile}})
+		if id.SessionNameFromPod {
+			groups = append(groups, envGroup{{name: EnvRoleSessionName, fieldPath: "metadata.name"}})
+		}
+	case identity.ModePodIdentity:
+		groups = append(groups, envGroup{{name: EnvContainerCredsURI, value: c.ContainerCredsFullURI}, {name: EnvContainerCredsToken, value: tokenFile}})
+	}
+	return groups
+}
+
+func missingEnv(ctr *container, groups []envGroup) []jsonValue {
+	var out []jsonValue
+	for _, g := range groups {
+		present := false
+		for _, v := range g {
+			if hasEnv(ctr, v.name) {
+				present = true
+				break
+			}
+		}
+		if !present {
+			for i := range g {
+				out = append(out, &g[i]) // a pointer converts to an interface without allocating
+			}
+		}
+	}
+	return out
+}
+
+func hasEnv(ctr *container, name string) bool {
+	for _, e := range ctr.Env {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasMount(ctr *container, name string) bool {
+	for _, m := range ctr.VolumeMounts {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasVolume(pod *Pod, name string) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// volumeConflict reports a volume that has our name but would not give the
+// container our token: injecting env vars that point at it would be worse than
+// injecting nothing.
+func volumeConflict(pod *Pod, t target) (string, bool) {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != t.volume {
+			continue
+		}
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if tok := s.ServiceAccountToken; tok != nil && tok.Audience == t.audience && tok.Path == t.tokenPath {
+					return "", true
+				}
+			}
+		}
+		return fmt.Sprintf("pod already has a volume %q that is not a token for audience %q; not injecting", t.volume, t.audience), false
+	}
+	return "", true
+}
+
+// mountConflict reports a container that mounts our volume elsewhere, or mounts
+// something else at our path.
+func mountConflict(ctr *container, t target) (string, bool) {
+	for _, m := range ctr.VolumeMounts {
+		switch {
+		case m.Name == t.volume && m.MountPath != t.mountPath:
+			return fmt.Sprintf("container %q mounts %q at %q, not %q; container skipped", ctr.Name, t.volume, m.MountPath, t.mountPath), false
+		case m.Name != t.volume && m.MountPath == t.mountPath:
+			return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, t.mountPath, m.Name), false
+		}
+	}
+	return "", true
+}
+
+// selector decides which containers are injected from the pod's
+// inject-containers (opt-in) and skip-containers (opt-out) annotations.
+type selector struct {
+	only, skip map[string]bool
+}
+
+func newSelector(annotations map[string]string, keys identity.Keys) selector {
+	var s selector
+	if v, ok := annotations[keys.InjectContainers]; ok {
+		s.only = nameSet(v)
+	}
+	if v, ok := annotations[keys.SkipContainers]; ok {
+		s.skip = nameSet(v)
+	}
+	return s
+}
+
+func (s selector) includes(name string) bool {
+	if s.only != nil && !s.only[name] {
+		return false
+	}
+	return !s.skip[name]
+}
+
+// nameSet splits a comma-separated list, trimming spaces around each name.
+func nameSet(list string) map[string]bool {
+	set := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			set[n] = true
+		}
+	}
+	return set
+}

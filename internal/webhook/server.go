@@ -1,0 +1,128 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ReadyCheck is one condition of /readyz.
+type ReadyCheck struct {
+	Name  string
+	Ready func() bool
+}
+
+// Server runs the TLS admission endpoint and the plain-HTTP metrics endpoint.
+type Server struct {
+	// Mutate serves /mutate.
+	Mutate http.Handler
+	// TLS is the serving configuration; its GetCertificate supplies the
+	// (reloadable) certificate.
+	TLS *tls.Config
+	// Gatherer backs /metrics.
+	Gatherer prometheus.Gatherer
+	// Checks gate /readyz.
+	Checks []ReadyCheck
+	// ShutdownTimeout bounds the graceful drain on stop.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Routes returns the handler of the TLS port: /mutate, /healthz and /readyz.
+func (s *Server) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/mutate", s.Mutate)
+	s.health(mux)
+	return mux
+}
+
+// MetricsRoutes returns the handler of the metrics port: /metrics, /healthz and
+// /readyz, so that probes need no TLS.
+func (s *Server) MetricsRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	s.health(mux)
+	return mux
+}
+
+func (s *Server) health(mux *http.ServeMux) {
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var waiting []string
+		for _, c := range s.Checks {
+			if !c.Ready() {
+				waiting = append(waiting, c.Name)
+			}
+		}
+		if len(waiting) > 0 {
+			http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+}
+
+// Serve serves the admission endpoint over TLS on ln and metrics on metricsLn (may
+// be nil) until ctx is done, then drains in-flight requests.
+func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	servers := []*http.Server{{
+		Handler:           s.Routes(),
+		TLSConfig:         s.TLS,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          errLog,
+	}}
+	lns := []net.Listener{tls.NewListener(ln, s.TLS)}
+	if metricsLn != nil {
+		servers = append(servers, &http.Server{Handler: s.MetricsRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog})
+		lns = append(lns, metricsLn)
+	}
+	errc := make(chan error, len(servers))
+	for i := range servers {
+		go func() { errc <- servers[i].Serve(lns[i]) }()
+	}
+	logger.Info("serving", "address", ln.Addr().String(), "metricsAddress", addr(metricsLn))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serving: %w", err)
+	}
+	timeout := s.ShutdownTimeout
+	if timeout == 0 {
+		timeout = 20 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	for _, srv := range servers {
+		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, fmt.Errorf("shutting down: %w", serr))
+		}
+	}
+	logger.Info("stopped serving")
+	return err
+}
+
+func addr(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
