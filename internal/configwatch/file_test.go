@@ -265,20 +265,19 @@ func TestFileWatcher(t *testing.T) {
 			},
 			steps: []ccStep{
 				{"initial", nil, ccWant{[]string{"team-a/app"}, 0}},
-				{"replaced by a directory", func(t *testing.T, _, path string) {
-					if err := os.Remove(path); err != nil {
+				{"replaced by a symlink to a directory", func(t *testing.T, dir, path string) {
+					// Atomically, so the watcher never sees the file missing.
+					if err := os.Mkdir(filepath.Join(dir, "adir"), 0o755); err != nil {
 						t.Fatal(err)
 					}
-					if err := os.Mkdir(path, 0o755); err != nil {
+					if err := os.Symlink("adir", filepath.Join(dir, "tmp-link")); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Rename(filepath.Join(dir, "tmp-link"), path); err != nil {
 						t.Fatal(err)
 					}
 				}, ccWant{[]string{"team-a/app"}, 1}},
-				{"file again", func(t *testing.T, _, path string) {
-					if err := os.Remove(path); err != nil {
-						t.Fatal(err)
-					}
-					writeAtomic(t, path, ccJSON("team-b/api"))
-				}, ccWant{[]string{"team-b/api"}, 1}},
+				{"file again", atomicW(ccJSON("team-b/api")), ccWant{[]string{"team-b/api"}, 1}},
 			},
 		},
 		{

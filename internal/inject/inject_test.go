@@ -520,3 +520,100 @@ func TestInjectGolden(t *testing.T) {
 		})
 	}
 }
+
+// FuzzInject checks, for any pod the decoder accepts, that the patch applies,
+// only adds, and is idempotent.
+func FuzzInject(f *testing.F) {
+	for _, name := range []string{"deployment.pod.json", "sidecars.pod.json"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw, uint8(0))
+		f.Add(raw, uint8(1))
+	}
+	f.Add([]byte(`{"spec":{"containers":[{"name":"a","env":null}],"volumes":null}}`), uint8(0))
+	f.Add([]byte(`{"metadata":{"annotations":{"eks.amazonaws.com/skip-containers":"a"}},"spec":{"containers":[{"name":"a"},{"name":"b"}]}}`), uint8(1))
+	f.Fuzz(func(t *testing.T, raw []byte, mode uint8) {
+		pod, err := DecodePod(raw)
+		if err != nil {
+			return
+		}
+		id := withFSGroup(irsa, 1000)
+		if mode%2 == 1 {
+			id = withFSGroup(pi, 1000)
+		}
+		cfg := testConfig()
+		cfg.Region = "eu-west-1"
+		res := cfg.Inject(pod, id)
+		if res.Patch == nil {
+			return
+		}
+		p, err := jsonpatch.DecodePatch(res.Patch)
+		if err != nil {
+			t.Fatalf("invalid patch %s: %v", res.Patch, err)
+		}
+		patched, err := p.Apply(raw)
+		if err != nil {
+			// The decoder accepts documents json-patch cannot address (for
+			// example duplicate names); only a well-formed pod must apply.
+			if json.Valid(raw) && !hasDuplicateNames(raw) {
+				t.Fatalf("patch %s does not apply to %s: %v", res.Patch, raw, err)
+			}
+			return
+		}
+		again, err := DecodePod(patched)
+		if err != nil {
+			t.Fatalf("patched pod does not decode: %v", err)
+		}
+		if res2 := cfg.Inject(again, id); res2.Patch != nil {
+			t.Fatalf("not idempotent: second patch %s", res2.Patch)
+		}
+	})
+}
+
+// hasDuplicateNames reports whether a JSON document repeats an object member.
+func hasDuplicateNames(raw []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	type frame struct {
+		obj  bool
+		seen map[string]bool
+		key  bool // next string token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &frame{obj: true, seen: map[string]bool{}, key: true})
+				continue
+			case '[':
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.obj && top.key {
+				if top.seen[v] {
+					return true
+				}
+				top.seen[v] = true
+				top.key = false
+				continue
+			}
+		}
+		if len(stack) > 0 && stack[len(stack)-1].obj {
+			stack[len(stack)-1].key = true
+		}
+	}
+}

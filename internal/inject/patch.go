@@ -21,7 +21,7 @@ type jsonValue interface {
 
 func (p *patch) add(path string, v jsonValue) {
 	if len(p.buf) == 0 {
-		p.buf = append(p.buf, '[')
+		p.buf = append(p.buf, '[') // first op
 	} else {
 		p.buf = append(p.buf, ',')
 	}

@@ -60,7 +60,14 @@ type requestError struct {
 
 func (e *requestError) Error() string { return e.msg }
 
+// bodyPool recycles request and response buffers between requests.
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 { // do not keep rare huge buffers alive
+		bodyPool.Put(b)
+	}
+}
 
 // ServeHTTP implements /mutate.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -82,12 +89,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 			fmt.Sprintf("unsupported content type %q: want application/json", r.Header.Get("Content-Type"))})
 	}
 	buf := bodyPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 64<<10 { // do not keep rare huge buffers alive
-			buf.Reset()
-			bodyPool.Put(buf)
-		}
-	}()
+	defer putBuffer(buf)
 	buf.Reset()
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
 		var tooBig *http.MaxBytesError
@@ -96,13 +98,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 		return h.fail(w, &requestError{http.StatusBadRequest, "reading request body: " + err.Error()})
 	}
-	out, err := h.Review(r.Context(), buf.Bytes())
-	if err != nil {
+	out := bodyPool.Get().(*bytes.Buffer)
+	defer putBuffer(out)
+	out.Reset()
+	if err := h.review(r.Context(), buf.Bytes(), out); err != nil {
 		return h.fail(w, err)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	_, _ = w.Write(out)
+	w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
+	_, _ = w.Write(out.Bytes())
 	return http.StatusOK
 }
 
@@ -127,31 +131,38 @@ func (h *Handler) logger() *slog.Logger {
 // Review answers one encoded AdmissionReview. An error means the review itself is
 // malformed; its message is safe to return to the client.
 func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
+	var out bytes.Buffer
+	if err := h.review(ctx, body, &out); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+func (h *Handler) review(ctx context.Context, body []byte, out *bytes.Buffer) error {
 	var review admissionReview
 	if err := json.Unmarshal(body, &review, decodeOptions); err != nil {
-		return nil, &requestError{http.StatusBadRequest, "decoding AdmissionReview: " + err.Error()}
+		return &requestError{http.StatusBadRequest, "decoding AdmissionReview: " + err.Error()}
 	}
 	if review.APIVersion != admissionV1 && review.APIVersion != admissionV1beta1 {
-		return nil, &requestError{http.StatusBadRequest,
+		return &requestError{http.StatusBadRequest,
 			fmt.Sprintf("unsupported apiVersion %q: want %s or %s", review.APIVersion, admissionV1, admissionV1beta1)}
 	}
 	if review.Kind != "AdmissionReview" {
-		return nil, &requestError{http.StatusBadRequest, fmt.Sprintf("unsupported kind %q: want AdmissionReview", review.Kind)}
+		return &requestError{http.StatusBadRequest, fmt.Sprintf("unsupported kind %q: want AdmissionReview", review.Kind)}
 	}
 	req := review.Request
 	if req == nil {
-		return nil, &requestError{http.StatusBadRequest, "AdmissionReview has no request"}
+		return &requestError{http.StatusBadRequest, "AdmissionReview has no request"}
 	}
 	resp, err := h.admit(ctx, req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp.UID = req.UID
-	out, err := json.Marshal(admissionReviewResponse{APIVersion: review.APIVersion, Kind: review.Kind, Response: resp})
-	if err != nil {
-		return nil, fmt.Errorf("encoding AdmissionReview: %w", err)
+	if err := json.MarshalWrite(out, admissionReviewResponse{APIVersion: review.APIVersion, Kind: review.Kind, Response: resp}); err != nil {
+		return fmt.Errorf("encoding AdmissionReview: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionResponse, error) {
@@ -161,12 +172,9 @@ func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionRe
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != "CREATE" {
 		return allowed, nil
 	}
-	if len(req.Object) == 0 || req.Object.Kind() == 'n' {
+	pod := req.Object.pod
+	if pod == nil {
 		return allowed, &requestError{http.StatusBadRequest, "AdmissionRequest has no object"}
-	}
-	pod, err := inject.DecodePod(req.Object)
-	if err != nil {
-		return allowed, &requestError{http.StatusBadRequest, err.Error()}
 	}
 	namespace := req.Namespace
 	if namespace == "" {

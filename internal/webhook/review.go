@@ -3,6 +3,8 @@ package webhook
 import (
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/podiam/podiam/internal/inject"
 )
 
 // The AdmissionReview wire types, reduced to the fields the webhook reads and
@@ -26,7 +28,27 @@ type admissionRequest struct {
 	SubResource string         `json:"subResource"`
 	Namespace   string         `json:"namespace"`
 	Operation   string         `json:"operation"`
-	Object      jsontext.Value `json:"object"`
+	Object      podObject      `json:"object"`
+}
+
+// podObject decodes request.object as a pod in the same pass as the review. A
+// null object leaves pod nil.
+type podObject struct {
+	pod *inject.Pod
+}
+
+// UnmarshalJSONFrom implements json.UnmarshalerFrom.
+func (o *podObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken()
+		return err
+	}
+	pod, err := inject.DecodePodFrom(dec)
+	if err != nil {
+		return err
+	}
+	o.pod = pod
+	return nil
 }
 
 type admissionReviewResponse struct {
