@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
+	"github.com/podiam/podiam/internal/certs"
 	"github.com/podiam/podiam/internal/configwatch"
 	"github.com/podiam/podiam/internal/identity"
 	"github.com/podiam/podiam/internal/inject"
@@ -59,7 +61,18 @@ type webhookFlags struct {
 	legacyInCluster, legacyTLSSecret        string
 	legacyLogToStderr, legacyAlsoLogToStder string
 	legacyVerbosity                         string
+	certMode, certSecretName                string
+	webhookConfigName                       string
+	certExtraNames                          []string
+	certValidity, caValidity                time.Duration
+	certCheckInterval                       time.Duration
 }
+
+// Certificate modes of --cert-mode.
+const (
+	certModeFile        = "file"
+	certModeSelfManaged = "self-managed"
+)
 
 func newWebhookCommand() *cobra.Command {
 	var f webhookFlags
@@ -79,6 +92,13 @@ func newWebhookCommand() *cobra.Command {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG")
 	fs.StringVar(&f.tlsCert, "tls-cert", "/etc/webhook/certs/tls.crt", "serving certificate, reloaded when it changes")
 	fs.StringVar(&f.tlsKey, "tls-key", "/etc/webhook/certs/tls.key", "serving key, reloaded when it changes")
+	fs.StringVar(&f.certMode, "cert-mode", certModeFile, `"file": serve --tls-cert/--tls-key (cert-manager, Secret volumes); "self-managed": keep an own CA and certificate in a Secret`)
+	fs.StringVar(&f.certSecretName, "cert-secret-name", "podiam-webhook-tls", "self-managed: Secret in --namespace that holds the CA and serving certificate")
+	fs.StringVar(&f.webhookConfigName, "webhook-config-name", "pod-identity-webhook", "self-managed: MutatingWebhookConfiguration whose caBundle podiam writes")
+	fs.StringSliceVar(&f.certExtraNames, "cert-extra-names", nil, "self-managed: extra DNS names or IP addresses for the serving certificate")
+	fs.DurationVar(&f.certValidity, "cert-validity", certs.DefaultCertValidity, "self-managed: serving certificate lifetime (renewed in its last third)")
+	fs.DurationVar(&f.caValidity, "ca-validity", certs.DefaultCAValidity, "self-managed: CA lifetime (rotated in its last third)")
+	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", certs.DefaultCheckInterval, "self-managed: how often the Secret and caBundle are checked")
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version (1.2 or 1.3)")
 	fs.StringVar(&f.tlsCipherSuites, "tls-cipher-suites", "", "comma-separated TLS 1.2 cipher suites (IANA names); empty means Go's defaults")
 	fs.StringVar(&f.namespace, "namespace", "eks", "namespace of the webhook and of its ConfigMap")
@@ -193,20 +213,12 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		handler.ContainerCredentials = fw.Current
 	}
 
-	cw, err := certwatcher.New(f.tlsCert, f.tlsKey)
+	getCert, certReady, err := certificateSource(ctx, f, clientset, logger)
 	if err != nil {
-		return fmt.Errorf("loading serving certificate: %w", err)
+		return err
 	}
-	go func() {
-		if err := cw.Start(ctx); err != nil {
-			logger.Error("certificate watcher stopped", "error", err)
-		}
-	}()
-	checks = append(checks, webhook.ReadyCheck{Name: "certificate", Ready: func() bool {
-		c, err := cw.GetCertificate(nil)
-		return err == nil && c != nil
-	}})
-	tlsCfg, err := webhook.TLSConfig(f.tlsMinVersion, f.tlsCipherSuites, cw.GetCertificate)
+	checks = append(checks, webhook.ReadyCheck{Name: "certificate", Ready: certReady})
+	tlsCfg, err := webhook.TLSConfig(f.tlsMinVersion, f.tlsCipherSuites, getCert)
 	if err != nil {
 		return err
 	}
@@ -227,6 +239,47 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		ShutdownTimeout: f.shutdownTimeout, Logger: logger,
 	}
 	return srv.Serve(ctx, ln, metricsLn)
+}
+
+// certificateSource returns where serving certificates come from: files that are
+// watched for changes, or a self-managed CA kept in a Secret.
+func certificateSource(ctx context.Context, f webhookFlags, client kubernetes.Interface, logger *slog.Logger) (
+	func(*tls.ClientHelloInfo) (*tls.Certificate, error), func() bool, error) {
+	switch f.certMode {
+	case certModeFile:
+		cw, err := certwatcher.New(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading serving certificate: %w", err)
+		}
+		go func() {
+			if err := cw.Start(ctx); err != nil {
+				logger.Error("certificate watcher stopped", "error", err)
+			}
+		}()
+		ready := func() bool {
+			c, err := cw.GetCertificate(nil)
+			return err == nil && c != nil
+		}
+		return cw.GetCertificate, ready, nil
+	case certModeSelfManaged:
+		svc, ns := f.serviceName, f.namespace
+		pol := certs.Policy{CAValidity: f.caValidity, CertValidity: f.certValidity,
+			DNSNames: []string{svc, svc + "." + ns, svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local"}}
+		for _, n := range f.certExtraNames {
+			if ip := net.ParseIP(n); ip != nil {
+				pol.IPs = append(pol.IPs, ip)
+			} else {
+				pol.DNSNames = append(pol.DNSNames, n)
+			}
+		}
+		m := certs.New(certs.Options{
+			Client: client, Namespace: ns, SecretName: f.certSecretName, WebhookConfigName: f.webhookConfigName,
+			Policy: pol, CheckInterval: f.certCheckInterval, Logger: logger,
+		})
+		go m.Run(ctx)
+		return m.GetCertificate, m.Ready, nil
+	}
+	return nil, nil, fmt.Errorf("--cert-mode=%q: want %s or %s", f.certMode, certModeFile, certModeSelfManaged)
 }
 
 // restConfig loads --kubeconfig, else the in-cluster config, else $KUBECONFIG or

@@ -68,16 +68,6 @@ type container struct {
 // names are tolerated (the last wins) rather than failing admission.
 var decodeOptions = json.JoinOptions(jsontext.AllowDuplicateNames(true))
 
-// DecodePodFrom decodes a pod from the next value of dec. Decoding in the stream
-// of the enclosing AdmissionReview reads the pod's bytes once, without a copy.
-func DecodePodFrom(dec *jsontext.Decoder) (*Pod, error) {
-	var p Pod
-	if err := json.UnmarshalDecode(dec, &p); err != nil {
-		return nil, fmt.Errorf("decoding pod: %w", err)
-	}
-	return &p, nil
-}
-
 // DecodePod decodes the pod of an AdmissionRequest.
 func DecodePod(raw []byte) (*Pod, error) {
 	var p Pod

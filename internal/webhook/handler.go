@@ -132,6 +132,7 @@ func (h *Handler) logger() *slog.Logger {
 // malformed; its message is safe to return to the client.
 func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 	var out bytes.Buffer
+	out.Grow(8 << 10) // a 3-container response is about 5 KiB
 	if err := h.review(ctx, body, &out); err != nil {
 		return nil, err
 	}
@@ -171,6 +172,9 @@ func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionRe
 	// but a broad rule must not break other objects.
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != "CREATE" {
 		return allowed, nil
+	}
+	if req.Object.err != nil {
+		return allowed, &requestError{http.StatusBadRequest, req.Object.err.Error()}
 	}
 	pod := req.Object.pod
 	if pod == nil {

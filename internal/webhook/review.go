@@ -25,29 +25,31 @@ type admissionRequest struct {
 		Version string `json:"version"`
 		Kind    string `json:"kind"`
 	} `json:"kind"`
-	SubResource string         `json:"subResource"`
-	Namespace   string         `json:"namespace"`
-	Operation   string         `json:"operation"`
-	Object      podObject      `json:"object"`
+	SubResource string    `json:"subResource"`
+	Namespace   string    `json:"namespace"`
+	Operation   string    `json:"operation"`
+	Object      podObject `json:"object"`
 }
 
-// podObject decodes request.object as a pod in the same pass as the review. A
-// null object leaves pod nil.
+// podObject decodes request.object as a pod while the review is decoded,
+// without copying its bytes. An object that is not a pod must not fail the
+// review (a broad webhook rule may send other kinds), so a decoding error is
+// kept for the handler to report only for pods. A null object leaves pod nil.
 type podObject struct {
 	pod *inject.Pod
+	err error
 }
 
 // UnmarshalJSONFrom implements json.UnmarshalerFrom.
 func (o *podObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
-	if dec.PeekKind() == 'n' {
-		_, err := dec.ReadToken()
-		return err
-	}
-	pod, err := inject.DecodePodFrom(dec)
+	raw, err := dec.ReadValue() // valid until the next read: decode it now
 	if err != nil {
 		return err
 	}
-	o.pod = pod
+	if raw.Kind() == 'n' {
+		return nil
+	}
+	o.pod, o.err = inject.DecodePod(raw)
 	return nil
 }
 

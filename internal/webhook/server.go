@@ -100,10 +100,12 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	logger.Info("serving", "address", ln.Addr().String(), "metricsAddress", addr(metricsLn))
 
 	var err error
+	running := len(servers)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		err = fmt.Errorf("serving: %w", err)
+		running--
 	}
 	timeout := s.ShutdownTimeout
 	if timeout == 0 {
@@ -115,6 +117,11 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, fmt.Errorf("shutting down: %w", serr))
 		}
+	}
+	// Each Serve returns once Shutdown has closed its listener; wait for them so
+	// that no listener is left open and no goroutine outlives Serve.
+	for ; running > 0; running-- {
+		<-errc
 	}
 	logger.Info("stopped serving")
 	return err

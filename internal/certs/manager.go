@@ -1,0 +1,251 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Defaults for the self-managed mode.
+const (
+	DefaultCAValidity    = 5 * 365 * 24 * time.Hour
+	DefaultCertValidity  = 365 * 24 * time.Hour
+	DefaultCheckInterval = time.Minute
+)
+
+// Options configure a Manager.
+type Options struct {
+	Client     kubernetes.Interface
+	Namespace  string
+	SecretName string
+	// WebhookConfigName is the MutatingWebhookConfiguration whose webhooks get
+	// the CA bundle. Empty: none is patched.
+	WebhookConfigName string
+	Policy            Policy
+	// CheckInterval is how often the Secret and webhook configuration are checked.
+	CheckInterval time.Duration
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+// Manager keeps the Secret, the caBundle and the served certificate in step.
+type Manager struct {
+	o       Options
+	current atomic.Pointer[tls.Certificate]
+	// servedCert is the DER of the certificate being served, to log changes once.
+	servedCert atomic.Pointer[[]byte]
+}
+
+// New returns a Manager; call Run (or Reconcile) before serving.
+func New(o Options) *Manager {
+	if o.Policy.CAValidity == 0 {
+		o.Policy.CAValidity = DefaultCAValidity
+	}
+	if o.Policy.CertValidity == 0 {
+		o.Policy.CertValidity = DefaultCertValidity
+	}
+	if o.CheckInterval == 0 {
+		o.CheckInterval = DefaultCheckInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Manager{o: o}
+}
+
+// GetCertificate serves the current certificate; use it in tls.Config.
+func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := m.current.Load()
+	if c == nil {
+		return nil, errors.New("no serving certificate yet")
+	}
+	return c, nil
+}
+
+// Ready reports whether a certificate is being served.
+func (m *Manager) Ready() bool { return m.current.Load() != nil }
+
+// Run reconciles until ctx is done, retrying failures at the check interval.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.o.CheckInterval)
+	defer t.Stop()
+	for {
+		if err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			m.o.Logger.Error("reconciling webhook certificates", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Reconcile makes one pass: read or create the Secret, rotate what is due, write
+// the CA bundle into the webhook configuration, then serve the certificate. The
+// bundle is written before a new certificate is served, so the API server never
+// sees a certificate from a CA it does not trust yet.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	b, err := m.syncSecret(ctx)
+	if err != nil {
+		return err
+	}
+	if err := m.syncWebhookConfig(ctx, b.CABundle()); err != nil {
+		return err
+	}
+	cert, err := b.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	if prev := m.servedCert.Load(); prev == nil || !bytes.Equal(*prev, b.Cert.Raw) {
+		raw := b.Cert.Raw
+		m.servedCert.Store(&raw)
+		m.o.Logger.Info("serving certificate", "serial", b.Cert.SerialNumber.String(),
+			"notAfter", b.Cert.NotAfter.UTC().Format(time.RFC3339), "dnsNames", b.Cert.DNSNames)
+	}
+	m.current.Store(cert)
+	return nil
+}
+
+// syncSecret returns the bundle in the Secret after any rotation, creating or
+// replacing the Secret as needed. Conflicts mean another replica wrote first:
+// read again and adopt what it wrote.
+func (m *Manager) syncSecret(ctx context.Context) (*Bundle, error) {
+	secrets := m.o.Client.CoreV1().Secrets(m.o.Namespace)
+	for attempt := 0; ; attempt++ {
+		if attempt == 5 {
+			return nil, fmt.Errorf("secret %s/%s: too many conflicting writers", m.o.Namespace, m.o.SecretName)
+		}
+		now := m.o.Now()
+		s, err := secrets.Get(ctx, m.o.SecretName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			b, err := Apply(nil, Decide(nil, m.o.Policy, now), m.o.Policy, now)
+			if err != nil {
+				return nil, err
+			}
+			data, err := b.Encode()
+			if err != nil {
+				return nil, err
+			}
+			_, err = secrets.Create(ctx, m.secret(data), metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("creating secret %s/%s: %w", m.o.Namespace, m.o.SecretName, err)
+			}
+			m.o.Logger.Info("created webhook certificate secret", "secret", m.o.SecretName)
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading secret %s/%s: %w", m.o.Namespace, m.o.SecretName, err)
+		}
+
+		b, decodeErr := Decode(s.Data)
+		if decodeErr != nil {
+			m.o.Logger.Warn("replacing unusable webhook certificate secret", "secret", m.o.SecretName, "error", decodeErr)
+			b = nil
+		}
+		plan := Decide(b, m.o.Policy, now)
+		if !plan.Changed() && s.Type == corev1.SecretTypeTLS {
+			return b, nil
+		}
+		nb, err := Apply(b, plan, m.o.Policy, now)
+		if err != nil {
+			return nil, err
+		}
+		data, err := nb.Encode()
+		if err != nil {
+			return nil, err
+		}
+		if s.Type != corev1.SecretTypeTLS {
+			// The type is immutable: replace the Secret, guarded by its UID and
+			// resourceVersion so we never delete another replica's fresh one.
+			err := secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &s.UID, ResourceVersion: &s.ResourceVersion}})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return nil, fmt.Errorf("deleting secret %s/%s of type %s: %w", m.o.Namespace, s.Name, s.Type, err)
+			}
+			continue
+		}
+		s.Data = data
+		if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			if apierrors.IsConflict(err) {
+				continue
+			}
+			return nil, fmt.Errorf("updating secret %s/%s: %w", m.o.Namespace, m.o.SecretName, err)
+		}
+		m.o.Logger.Info("rotated webhook certificates", "secret", m.o.SecretName, "reason", plan.Reason,
+			"newCA", plan.NewCA, "newCert", plan.NewCert, "prunedCAs", plan.PrunedCAs)
+		return nb, nil
+	}
+}
+
+func (m *Manager) secret(data map[string][]byte) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: m.o.SecretName, Namespace: m.o.Namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "podiam"},
+		},
+		Type: corev1.SecretTypeTLS,
+		Data: data,
+	}
+}
+
+// syncWebhookConfig writes caBundle into every webhook of the configuration with
+// a JSON patch whose test operations pin each index to the webhook's name, so a
+// concurrent edit of the list fails the patch instead of hitting the wrong entry.
+func (m *Manager) syncWebhookConfig(ctx context.Context, caBundle []byte) error {
+	if m.o.WebhookConfigName == "" {
+		return nil
+	}
+	cfgs := m.o.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cfg, err := cfgs.Get(ctx, m.o.WebhookConfigName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		m.o.Logger.Warn("webhook configuration not found; caBundle not written yet", "name", m.o.WebhookConfigName)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.o.WebhookConfigName, err)
+	}
+	var patch bytes.Buffer
+	patch.WriteByte('[')
+	n := 0
+	encoded := strconv.Quote(base64.StdEncoding.EncodeToString(caBundle))
+	for i, wh := range cfg.Webhooks {
+		if bytes.Equal(wh.ClientConfig.CABundle, caBundle) {
+			continue
+		}
+		if n > 0 {
+			patch.WriteByte(',')
+		}
+		name := strconv.Quote(wh.Name) // webhook names are DNS names: Go and JSON quoting agree
+		fmt.Fprintf(&patch, `{"op":"test","path":"/webhooks/%d/name","value":%s},{"op":"add","path":"/webhooks/%d/clientConfig/caBundle","value":%s}`,
+			i, name, i, encoded)
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	patch.WriteByte(']')
+	if _, err := cfgs.Patch(ctx, m.o.WebhookConfigName, types.JSONPatchType, patch.Bytes(), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("writing caBundle into MutatingWebhookConfiguration %s: %w", m.o.WebhookConfigName, err)
+	}
+	m.o.Logger.Info("wrote caBundle into webhook configuration", "name", m.o.WebhookConfigName, "webhooks", n)
+	return nil
+}

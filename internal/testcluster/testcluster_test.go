@@ -1,0 +1,224 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const testIssuer = "https://oidc.podiam.test/cluster-1"
+
+func TestTokenRequestSignedByClusterKey(t *testing.T) {
+	c := StartForTest(t, Options{IssuerURL: testIssuer})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	const ns, saName = "team-a", "app"
+	if err := c.EnsureNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureNamespace(ctx, ns); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	cs, err := c.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Fatalf("EnsureNamespace did not create the default ServiceAccount: %v", err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: saName, Namespace: ns},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	exp := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, saName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			Audiences:         []string{"sts.amazonaws.com"},
+			ExpirationSeconds: &exp,
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	header, claims := verifyRS256(t, tr.Status.Token, c.ServiceAccountPublicKey())
+	if header.Kid != c.ServiceAccountKeyID() {
+		t.Errorf("kid = %q, want %q", header.Kid, c.ServiceAccountKeyID())
+	}
+	if claims.Iss != testIssuer || c.IssuerURL() != testIssuer {
+		t.Errorf("iss = %q, IssuerURL() = %q, want %q", claims.Iss, c.IssuerURL(), testIssuer)
+	}
+	if len(claims.Aud) != 1 || claims.Aud[0] != "sts.amazonaws.com" {
+		t.Errorf("aud = %q, want [sts.amazonaws.com]", claims.Aud)
+	}
+	if want := "system:serviceaccount:" + ns + ":" + saName; claims.Sub != want {
+		t.Errorf("sub = %q, want %q", claims.Sub, want)
+	}
+	if life := claims.Exp - claims.Iat; life != exp {
+		t.Errorf("exp - iat = %d, want %d", life, exp)
+	}
+
+	// The key set the API server publishes matches JWKS().
+	body, err := cs.RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := compactJSON(t, body), compactJSON(t, c.JWKS()); got != want {
+		t.Errorf("/openid/v1/jwks = %s\nJWKS() = %s", got, want)
+	}
+
+	// The kubeconfig file works too.
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+		t.Fatalf("via kubeconfig: %v", err)
+	}
+}
+
+type jwtHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+}
+
+type jwtClaims struct {
+	Iss string   `json:"iss"`
+	Sub string   `json:"sub"`
+	Aud []string `json:"aud"`
+	Exp int64    `json:"exp"`
+	Iat int64    `json:"iat"`
+}
+
+// verifyRS256 checks a compact JWS's RS256 signature with pub and decodes it.
+func verifyRS256(t *testing.T, token string, pub *rsa.PublicKey) (jwtHeader, jwtClaims) {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token has %d parts", len(parts))
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
+		t.Fatalf("signature does not verify with the cluster's public key: %v", err)
+	}
+	var h jwtHeader
+	var cl jwtClaims
+	for i, v := range []any{&h, &cl} {
+		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.Alg != "RS256" {
+		t.Errorf("alg = %q", h.Alg)
+	}
+	return h, cl
+}
+
+func compactJSON(t *testing.T, b []byte) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	out, err := json.Marshal(v) // sorts keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestStopLeavesNothingBehind(t *testing.T) {
+	c := StartForTest(t, Options{})
+	if got := c.IssuerURL(); got != DefaultIssuerURL {
+		t.Errorf("IssuerURL() = %q, want the default %q", got, DefaultIssuerURL)
+	}
+	pids := []int{c.etcd.pid, c.api.pid}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("pid %d not running before Stop: %v", pid, err)
+		}
+	}
+	dir := c.Dir()
+	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver.log")); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		// Both the process and its process group are gone (and reaped: a
+		// zombie would still accept signal 0).
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("pid %d still exists after Stop (kill 0: %v)", pid, err)
+		}
+		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process group %d still exists after Stop (kill 0: %v)", pid, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temp dir %s still exists after Stop (stat: %v)", dir, err)
+	}
+	if !strings.Contains(c.Logs(), "kube-apiserver.log") {
+		t.Errorf("Logs() after Stop lost the captured tails: %q", c.Logs())
+	}
+}
+
+func TestStartWithoutBinaries(t *testing.T) {
+	_, err := Start(t.Context(), Options{BinDir: t.TempDir()})
+	if !errors.Is(err, ErrBinariesMissing) || !strings.Contains(err.Error(), "make tools") {
+		t.Fatalf("Start with an empty BinDir: %v, want ErrBinariesMissing mentioning make tools", err)
+	}
+}
+
+func TestDefaultBinDirIsRepoBin(t *testing.T) {
+	t.Setenv("PODIAM_BIN_DIR", "")
+	dir, err := resolveBinDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(dir)
+	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil || filepath.Base(dir) != "bin" || !bytes.HasPrefix(b, []byte("module "+ModulePath+"\n")) {
+		t.Fatalf("resolveBinDir = %s (go.mod: %v)", dir, err)
+	}
+	t.Setenv("PODIAM_BIN_DIR", "/somewhere/else")
+	if dir, _ := resolveBinDir(""); dir != "/somewhere/else" {
+		t.Errorf("with PODIAM_BIN_DIR: %s", dir)
+	}
+}

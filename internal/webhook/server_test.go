@@ -1,0 +1,566 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/podiam/podiam/internal/metrics"
+)
+
+var silenceControllerRuntime sync.Once
+
+// testCert is a self-signed serving certificate for 127.0.0.1.
+type testCert struct {
+	serial          int64
+	certPEM, keyPEM []byte
+	cert            *x509.Certificate
+}
+
+func newTestCert(t *testing.T, serial int64) testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{CommonName: "podiam.podiam.svc"},
+		DNSNames:              []string{"podiam.podiam.svc", "localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCert{
+		serial:  serial,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		cert:    cert,
+	}
+}
+
+// writeAtomic replaces path in one rename, as cert-manager's writers and
+// kubectl cp do.
+func writeAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testServer is a running Server on loopback listeners.
+type testServer struct {
+	addr, metricsAddr string
+	roots             *x509.CertPool
+	certPath, keyPath string
+	cw                *certwatcher.CertWatcher
+	handler           *Handler
+	cancel            context.CancelFunc
+	done              chan error // Serve's result
+}
+
+type serverOpts struct {
+	mutate  func(h *Handler) http.Handler // wraps the handler; nil serves it directly
+	checks  []ReadyCheck
+	certDir func(t *testing.T, c testCert) (certPath, keyPath string) // nil: two plain files
+}
+
+func startServer(t *testing.T, o serverOpts) *testServer {
+	t.Helper()
+	silenceControllerRuntime.Do(func() { ctrllog.SetLogger(logr.Discard()) })
+	c := newTestCert(t, 1)
+	var certPath, keyPath string
+	if o.certDir != nil {
+		certPath, keyPath = o.certDir(t, c)
+	} else {
+		dir := t.TempDir()
+		certPath, keyPath = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+		writeAtomic(t, certPath, c.certPEM)
+		writeAtomic(t, keyPath, c.keyPEM)
+	}
+	cw, err := certwatcher.New(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long poll interval: a reload the test sees comes from fsnotify.
+	cw = cw.WithWatchInterval(time.Hour)
+	tlsCfg, err := TLSConfig("1.2", "", cw.GetCertificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := testHandler(t)
+	h.Logger = discardLogger()
+	reg := prometheus.NewRegistry()
+	h.Metrics = metrics.NewWebhook(reg)
+	var mutate http.Handler = h
+	if o.mutate != nil {
+		mutate = o.mutate(h)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Mutate: mutate, TLS: tlsCfg, Gatherer: reg, Checks: o.checks, ShutdownTimeout: 10 * time.Second, Logger: discardLogger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{
+		addr: ln.Addr().String(), metricsAddr: mln.Addr().String(), roots: x509.NewCertPool(),
+		certPath: certPath, keyPath: keyPath, cw: cw, handler: h, cancel: cancel, done: make(chan error, 1),
+	}
+	ts.roots.AddCert(c.cert)
+	cwDone := make(chan struct{})
+	go func() {
+		defer close(cwDone)
+		if err := cw.Start(ctx); err != nil {
+			t.Errorf("certwatcher: %v", err)
+		}
+	}()
+	go func() { ts.done <- srv.Serve(ctx, ln, mln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(15 * time.Second):
+			t.Error("Serve did not return after the context was cancelled")
+		}
+		<-cwDone
+	})
+	return ts
+}
+
+// client returns an HTTPS client trusting the test certificates, with its own
+// connection pool.
+func (ts *testServer) client(h2 bool) *http.Client {
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: ts.roots, ServerName: "podiam.podiam.svc"},
+		ForceAttemptHTTP2: h2,
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func (ts *testServer) url(path string) string { return "https://" + ts.addr + path }
+
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// eventually polls cond every 10ms until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func postMutate(t *testing.T, c *http.Client, url string, body []byte) (*http.Response, admissionv1.AdmissionReview) {
+	t.Helper()
+	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	var rv admissionv1.AdmissionReview
+	if err := json.Unmarshal(b, &rv); err != nil || rv.Response == nil {
+		t.Fatalf("response %s: %v", b, err)
+	}
+	return resp, rv
+}
+
+func TestServerMutateOverTLS(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	body := reviewBody(t, testPod(), reviewOpts{})
+	for _, tc := range []struct {
+		name      string
+		h2        bool
+		wantProto string
+	}{{"HTTP/1.1", false, "HTTP/1.1"}, {"HTTP/2", true, "HTTP/2.0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ts.client(tc.h2)
+			resp, rv := postMutate(t, c, ts.url("/mutate"), body)
+			if resp.Proto != tc.wantProto {
+				t.Errorf("protocol %s, want %s", resp.Proto, tc.wantProto)
+			}
+			if resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+				t.Errorf("TLS state %+v", resp.TLS)
+			}
+			if !rv.Response.Allowed || rv.Response.Patch == nil {
+				t.Errorf("want a patch: %+v", rv.Response)
+			}
+			pod := applyPatch(t, requestObject(t, body), rv.Response.Patch)
+			if got := envOf(pod.Spec.Containers[0])["AWS_ROLE_ARN"]; got != testAppRoleARN {
+				t.Errorf("AWS_ROLE_ARN %q", got)
+			}
+		})
+	}
+	t.Run("TLS 1.1 refused", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.roots, ServerName: "localhost", MaxVersion: tls.VersionTLS11})
+		if err == nil {
+			conn.Close()
+			t.Fatal("TLS 1.1 handshake succeeded")
+		}
+	})
+	t.Run("plain HTTP on the TLS port", func(t *testing.T) {
+		resp, err := http.Get("http://" + ts.addr + "/healthz")
+		if err == nil {
+			defer resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Fatal("plain HTTP served on the TLS port")
+			}
+		}
+	})
+	t.Run("metrics port has no /mutate", func(t *testing.T) {
+		resp, err := http.Post("http://"+ts.metricsAddr+"/mutate", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("POST /mutate on the metrics port: %d, want 404", resp.StatusCode)
+		}
+	})
+}
+
+func TestServerHealthAndReadiness(t *testing.T) {
+	var cacheSynced, certLoaded atomic.Bool
+	certLoaded.Store(true)
+	ts := startServer(t, serverOpts{checks: []ReadyCheck{
+		{Name: "serviceaccount-cache", Ready: cacheSynced.Load},
+		{Name: "certificate", Ready: certLoaded.Load},
+	}})
+	tlsClient := ts.client(false)
+	plain := &http.Client{Timeout: 10 * time.Second}
+	bases := map[string]*http.Client{ts.url(""): tlsClient, "http://" + ts.metricsAddr: plain}
+
+	for base, c := range bases {
+		if code, body := get(t, c, base+"/healthz"); code != http.StatusOK || body != "ok\n" {
+			t.Errorf("%s/healthz = %d %q, want 200 ok", base, code, body)
+		}
+		code, body := get(t, c, base+"/readyz")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "serviceaccount-cache") || strings.Contains(body, "certificate") {
+			t.Errorf("%s/readyz = %d %q, want 503 naming serviceaccount-cache only", base, code, body)
+		}
+	}
+	certLoaded.Store(false)
+	if code, body := get(t, plain, "http://"+ts.metricsAddr+"/readyz"); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "not ready: serviceaccount-cache, certificate") {
+		t.Errorf("/readyz = %d %q, want 503 naming both checks", code, body)
+	}
+	// Liveness does not depend on readiness.
+	if code, _ := get(t, plain, "http://"+ts.metricsAddr+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d while not ready", code)
+	}
+
+	cacheSynced.Store(true)
+	certLoaded.Store(true)
+	for base, c := range bases {
+		eventually(t, 5*time.Second, base+"/readyz turns 200", func() bool {
+			code, body := get(t, c, base+"/readyz")
+			return code == http.StatusOK && body == "ok\n"
+		})
+	}
+}
+
+func TestServerMetrics(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	postMutate(t, ts.client(false), ts.url("/mutate"), reviewBody(t, testPod(), reviewOpts{}))
+	code, body := get(t, &http.Client{Timeout: 10 * time.Second}, "http://"+ts.metricsAddr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{
+		`podiam_webhook_request_duration_seconds_bucket{le="5e-05"}`,
+		`podiam_webhook_request_duration_seconds_count 1`,
+		`podiam_webhook_requests_total{code="200"} 1`,
+		`podiam_webhook_pods_total{mode="irsa",patched="true"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := get(t, ts.client(false), ts.url("/metrics")); code != http.StatusNotFound {
+		t.Errorf("/metrics on the TLS port = %d, want 404", code)
+	}
+}
+
+// servingSerial opens a new TLS connection and returns the serial of the
+// certificate the server presents.
+func servingSerial(t *testing.T, ts *testServer) int64 {
+	t.Helper()
+	conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.roots, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
+// kubeletSecretDir lays out a Secret volume as the kubelet does: tls.crt and
+// tls.key are symlinks into ..data, itself a symlink to a timestamped directory.
+func kubeletSecretDir(t *testing.T, c testCert) (string, string) {
+	dir := t.TempDir()
+	writeSecretVersion(t, dir, "..2026_01_01_00_00_00.1", c)
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+}
+
+func writeSecretVersion(t *testing.T, dir, version string, c testCert) {
+	t.Helper()
+	vdir := filepath.Join(dir, version)
+	if err := os.Mkdir(vdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vdir, "tls.crt"), c.certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vdir, "tls.key"), c.keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(version, tmp); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.Readlink(filepath.Join(dir, "..data"))
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestServerCertificateReload(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		certDir func(t *testing.T, c testCert) (string, string)
+		rotate  func(t *testing.T, ts *testServer, c testCert)
+	}{{
+		name: "files replaced by rename",
+		rotate: func(t *testing.T, ts *testServer, c testCert) {
+			writeAtomic(t, ts.keyPath, c.keyPEM)
+			writeAtomic(t, ts.certPath, c.certPEM)
+		},
+	}, {
+		name:    "kubelet secret volume symlink swap",
+		certDir: kubeletSecretDir,
+		rotate: func(t *testing.T, ts *testServer, c testCert) {
+			writeSecretVersion(t, filepath.Dir(ts.certPath), "..2026_01_02_00_00_00.2", c)
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, serverOpts{certDir: tc.certDir})
+			next := newTestCert(t, 2)
+			ts.roots.AddCert(next.cert)
+			body := reviewBody(t, testPod(), reviewOpts{})
+
+			// A keep-alive connection opened before the rotation.
+			old := ts.client(false)
+			resp, _ := postMutate(t, old, ts.url("/mutate"), body)
+			if got := resp.TLS.PeerCertificates[0].SerialNumber.Int64(); got != 1 {
+				t.Fatalf("serving serial %d before rotation, want 1", got)
+			}
+
+			tc.rotate(t, ts, next)
+			// The watcher polls once an hour here, so this is fsnotify at work.
+			eventually(t, 8*time.Second, "new connections see the new certificate", func() bool {
+				return servingSerial(t, ts) == 2
+			})
+			resp, _ = postMutate(t, ts.client(false), ts.url("/mutate"), body)
+			if got := resp.TLS.PeerCertificates[0].SerialNumber.Int64(); got != 2 {
+				t.Errorf("new client sees serial %d, want 2", got)
+			}
+
+			// The old connection still works, on the old certificate.
+			var reused bool
+			req, err := http.NewRequestWithContext(
+				httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}),
+				http.MethodPost, ts.url("/mutate"), bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err = old.Do(req)
+			if err != nil {
+				t.Fatalf("request on the pre-rotation connection: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !reused || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 1 {
+				t.Errorf("pre-rotation connection: status %d reused %v serial %v; want 200 on the same connection with serial 1",
+					resp.StatusCode, reused, resp.TLS.PeerCertificates[0].SerialNumber)
+			}
+		})
+	}
+}
+
+func TestServerGracefulShutdown(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	ts := startServer(t, serverOpts{mutate: func(h *Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			h.ServeHTTP(w, r)
+		})
+	}})
+	type result struct {
+		code int
+		body []byte
+		err  error
+	}
+	results := make(chan result, 1)
+	go func() {
+		resp, err := ts.client(false).Post(ts.url("/mutate"), "application/json", bytes.NewReader(reviewBody(t, testPod(), reviewOpts{})))
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		results <- result{resp.StatusCode, b, err}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("request did not reach the handler")
+	}
+	ts.cancel()
+	// Shutdown has begun once the listener is closed.
+	eventually(t, 5*time.Second, "listener closed", func() bool {
+		c, err := net.DialTimeout("tcp", ts.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	select {
+	case err := <-ts.done:
+		t.Fatalf("Serve returned %v with a request in flight", err)
+	default:
+	}
+	close(release)
+	r := <-results
+	if r.err != nil || r.code != http.StatusOK {
+		t.Fatalf("in-flight request: %d %v %s", r.code, r.err, r.body)
+	}
+	var rv admissionv1.AdmissionReview
+	if err := json.Unmarshal(r.body, &rv); err != nil || rv.Response == nil || rv.Response.Patch == nil {
+		t.Errorf("in-flight response %s: %v", r.body, err)
+	}
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Errorf("Serve returned %v, want nil", err)
+		}
+		ts.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the drain")
+	}
+}
+
+func TestServerServeFailsWhenAListenerFails(t *testing.T) {
+	silenceControllerRuntime.Do(func() { ctrllog.SetLogger(logr.Discard()) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mln.Close() // the metrics server's Accept fails at once
+	h, _ := testHandler(t)
+	srv := &Server{Mutate: h, TLS: &tls.Config{}, Gatherer: prometheus.NewRegistry(), Logger: discardLogger()}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln, mln) }()
+	select {
+	case err := <-done:
+		if err == nil || !errors.Is(err, net.ErrClosed) || !strings.Contains(err.Error(), "serving") {
+			t.Errorf("Serve = %v, want a serving error wrapping net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return when a listener failed")
+	}
+	// The admission listener was shut down too.
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("admission listener still open after Serve returned")
+	}
+}

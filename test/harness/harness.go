@@ -1,0 +1,376 @@
+// Package harness runs the real `podiam webhook` process against a test control
+// plane and registers it with the API server. The end-to-end tests and
+// `make demo` share it.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ModuleRoot returns the directory of the github.com/podiam/podiam go.mod,
+// found by walking up from the working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(data, []byte("module github.com/podiam/podiam\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("module github.com/podiam/podiam not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// BuildPodiam builds cmd/podiam into dir and returns the binary's path.
+func BuildPodiam(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "podiam")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/podiam")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building podiam: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// WebhookOptions configure a webhook process.
+type WebhookOptions struct {
+	Binary     string
+	Kubeconfig string
+	// Namespace is --namespace (the ConfigMap's and the Secret's namespace).
+	Namespace string
+	// SelfManaged runs --cert-mode=self-managed with 127.0.0.1 in the
+	// certificate; otherwise the harness writes a certificate and key for
+	// 127.0.0.1 and runs the default file mode.
+	SelfManaged bool
+	// Dir holds the certificate files and the container-credentials file.
+	Dir string
+	// Port and MetricsPort are picked when zero; a restart keeps them.
+	Port, MetricsPort int
+	// Args are appended to the command line.
+	Args []string
+}
+
+// Webhook is a running `podiam webhook` process.
+type Webhook struct {
+	o WebhookOptions
+	// CABundle verifies the serving certificate in file mode.
+	CABundle []byte
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs syncBuffer
+}
+
+// URL is the admission endpoint.
+func (w *Webhook) URL() string { return fmt.Sprintf("https://127.0.0.1:%d/mutate", w.o.Port) }
+
+// MetricsURL is the metrics endpoint.
+func (w *Webhook) MetricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.o.MetricsPort) }
+
+// StartWebhook starts the process and waits until /readyz answers 200.
+func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
+	ports, err := FreePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	if o.Port == 0 {
+		o.Port = ports[0]
+	}
+	if o.MetricsPort == 0 {
+		o.MetricsPort = ports[1]
+	}
+	w := &Webhook{o: o}
+	if !o.SelfManaged {
+		if w.CABundle, err = writeServingCert(o.Dir); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Start (re)starts the process with the same ports and waits for readiness.
+func (w *Webhook) Start(ctx context.Context) error {
+	args := []string{"webhook",
+		"--kubeconfig=" + w.o.Kubeconfig,
+		"--namespace=" + w.o.Namespace,
+		"--port=" + strconv.Itoa(w.o.Port),
+		"--metrics-port=" + strconv.Itoa(w.o.MetricsPort),
+		"--log-format=text",
+		"--shutdown-timeout=5s",
+	}
+	if w.o.SelfManaged {
+		args = append(args, "--cert-mode=self-managed", "--cert-extra-names=127.0.0.1")
+	} else {
+		args = append(args, "--tls-cert="+filepath.Join(w.o.Dir, "tls.crt"), "--tls-key="+filepath.Join(w.o.Dir, "tls.key"))
+	}
+	args = append(args, w.o.Args...)
+	cmd := exec.Command(w.o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = &w.logs, &w.logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting podiam webhook: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	w.mu.Lock()
+	w.cmd, w.done = cmd, done
+	w.mu.Unlock()
+	return w.WaitReady(ctx, 60*time.Second)
+}
+
+// WaitReady polls /readyz until it answers 200.
+func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.o.MetricsPort)
+	for {
+		w.mu.Lock()
+		done := w.done
+		w.mu.Unlock()
+		select {
+		case <-done:
+			return fmt.Errorf("podiam webhook exited:\n%s", w.Logs())
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("podiam webhook not ready: %w\n%s", ctx.Err(), w.Logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits for the process to exit; SIGKILL after 10 s.
+func (w *Webhook) Stop() {
+	w.signal(syscall.SIGTERM, 10*time.Second)
+}
+
+// Kill kills the process at once, as a crash would.
+func (w *Webhook) Kill() {
+	w.signal(syscall.SIGKILL, 10*time.Second)
+}
+
+func (w *Webhook) signal(sig syscall.Signal, wait time.Duration) {
+	w.mu.Lock()
+	cmd, done := w.cmd, w.done
+	w.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Logs returns everything the process wrote so far.
+func (w *Webhook) Logs() string { return w.logs.String() }
+
+// Metrics returns the Prometheus text exposition of the metrics endpoint.
+func (w *Webhook) Metrics(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.MetricsURL(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Registration describes the MutatingWebhookConfiguration of a test.
+type Registration struct {
+	Name          string
+	URL           string
+	CABundle      []byte
+	FailurePolicy admissionregistrationv1.FailurePolicyType
+	// SkipLabel is the objectSelector key that excludes pods.
+	SkipLabel string
+}
+
+// Register creates or replaces the MutatingWebhookConfiguration, shaped like
+// deploy/base/mutatingwebhookconfiguration.yaml but with a URL client config.
+func Register(ctx context.Context, client kubernetes.Interface, r Registration) error {
+	fp := r.FailurePolicy
+	if fp == "" {
+		fp = admissionregistrationv1.Fail
+	}
+	none := admissionregistrationv1.SideEffectClassNone
+	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
+	scope := admissionregistrationv1.NamespacedScope
+	timeout := int32(10)
+	url := r.URL
+	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: r.Name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    r.Name + ".podiam.io",
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			ReinvocationPolicy:      &ifNeeded,
+			FailurePolicy:           &fp,
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: r.CABundle},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods"}, Scope: &scope},
+			}},
+		}},
+	}
+	if r.SkipLabel != "" {
+		cfg.Webhooks[0].ObjectSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: r.SkipLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+	}
+	cfgs := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	existing, err := cfgs.Get(ctx, r.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = cfgs.Create(ctx, cfg, metav1.CreateOptions{})
+	case err == nil:
+		cfg.ResourceVersion = existing.ResourceVersion
+		_, err = cfgs.Update(ctx, cfg, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("registering webhook %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// writeServingCert writes a CA-signed certificate for 127.0.0.1 to dir/tls.crt
+// and dir/tls.key and returns the CA's PEM for the caBundle.
+func writeServingCert(dir string) ([]byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "podiam-test-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+// TLSClientConfig trusts caBundle, for talking to the webhook directly.
+func TLSClientConfig(caBundle []byte) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caBundle)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
