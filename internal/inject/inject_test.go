@@ -343,8 +343,8 @@ func TestInject(t *testing.T) {
 			skipped:  [2]int{0, 1},
 		},
 		{
-			name: "a container mounting our volume elsewhere is skipped",
-			pod: `{"spec":{"containers":[{"name":"app","volumeMounts":[{"name":"aws-iam-token","mountPath":"/elsewhere"}]}]}}`,
+			name:     "a container mounting our volume elsewhere is skipped",
+			pod:      `{"spec":{"containers":[{"name":"app","volumeMounts":[{"name":"aws-iam-token","mountPath":"/elsewhere"}]}]}}`,
 			id:       irsa,
 			env:      map[string][]string{"app": nil},
 			mounts:   map[string][]string{"app": {"aws-iam-token@/elsewhere"}},

@@ -14,7 +14,7 @@ import (
 type Pod struct {
 	// Metadata is nil when absent, which the patch must know to create it.
 	Metadata *podMeta `json:"metadata"`
-	Spec     podSpec `json:"spec"`
+	Spec     podSpec  `json:"spec"`
 }
 
 type podMeta struct {

@@ -102,7 +102,9 @@ type Webhook struct {
 func (w *Webhook) URL() string { return fmt.Sprintf("https://127.0.0.1:%d/mutate", w.o.Port) }
 
 // MetricsURL is the metrics endpoint.
-func (w *Webhook) MetricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.o.MetricsPort) }
+func (w *Webhook) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.o.MetricsPort)
+}
 
 // StartWebhook starts the process and waits until /readyz answers 200.
 func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
