@@ -211,6 +211,10 @@ func (c *Cluster) startOnce(ctx context.Context, attempt int, etcdBin, apiBin st
 		"--etcd-servers=" + c.etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// Kubernetes 1.37 refuses a loopback advertise address with the
+		// default (lease) endpoint reconciler; without it, the kubernetes
+		// Service in default has no endpoints, which nothing here needs.
+		"--endpoint-reconciler-type=none",
 		"--secure-port=" + strconv.Itoa(apiPort),
 		"--tls-cert-file=" + c.pki.serverCertFile,
 		"--tls-private-key-file=" + c.pki.serverKeyFile,
