@@ -11,8 +11,10 @@ all: build
 build:
 	$(GO) build -o $(BIN)/podiam ./cmd/podiam
 
-demo:
-	@echo "make demo: coming with the local control plane (issue 3)."
+# Starts a local control plane, runs podiam webhook, creates a ServiceAccount and
+# a pod, prints what the pod got, and stops everything.
+demo: tools
+	$(GO) run ./hack/demo
 
 test: tools vet fmt-check unit
 

@@ -1,0 +1,263 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podiam/podiam/internal/testcluster"
+)
+
+// These tests run against a real kube-apiserver: optimistic concurrency, JSON
+// patches with test operations and Secret type immutability are API server
+// behaviour that a fake client does not reproduce.
+
+var shared *testcluster.Cluster
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	c, err := testcluster.Start(ctx, testcluster.Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
+		os.Exit(1)
+	}
+	shared = c
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "control plane logs:\n"+c.Logs())
+	}
+	_ = c.Stop()
+	os.Exit(code)
+}
+
+func client(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(shared.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// clock is a settable time source shared by managers, like replicas' clocks.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newManager(cs kubernetes.Interface, ns, webhookConfig string, clk *clock) *Manager {
+	return New(Options{
+		Client: cs, Namespace: ns, SecretName: "podiam-webhook-tls", WebhookConfigName: webhookConfig,
+		Policy: pol, Now: clk.now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+}
+
+func namespace(t *testing.T, cs kubernetes.Interface, name string) {
+	t.Helper()
+	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func webhookConfig(t *testing.T, cs kubernetes.Interface, name string, webhooks ...string) {
+	t.Helper()
+	none := admissionregistrationv1.SideEffectClassNone
+	url := "https://127.0.0.1:1/mutate"
+	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, wh := range webhooks {
+		cfg.Webhooks = append(cfg.Webhooks, admissionregistrationv1.MutatingWebhook{
+			Name: wh, AdmissionReviewVersions: []string{"v1"}, SideEffects: &none,
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
+		})
+	}
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), cfg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func secretBundle(t *testing.T, cs kubernetes.Interface, ns string) (*Bundle, *corev1.Secret) {
+	t.Helper()
+	s, err := cs.CoreV1().Secrets(ns).Get(context.Background(), "podiam-webhook-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Decode(s.Data)
+	if err != nil {
+		t.Fatalf("secret does not decode: %v", err)
+	}
+	return b, s
+}
+
+func caBundles(t *testing.T, cs kubernetes.Interface, name string) [][]byte {
+	t.Helper()
+	cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, wh := range cfg.Webhooks {
+		out = append(out, wh.ClientConfig.CABundle)
+	}
+	return out
+}
+
+func TestManagerCreatesAndRotates(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	namespace(t, cs, "certs-rotate")
+	webhookConfig(t, cs, "certs-rotate", "a.podiam.io", "b.podiam.io")
+	clk := &clock{t: time.Now()}
+	m := newManager(cs, "certs-rotate", "certs-rotate", clk)
+	if m.Ready() {
+		t.Fatal("ready before the first reconcile")
+	}
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, s := secretBundle(t, cs, "certs-rotate")
+	if s.Type != corev1.SecretTypeTLS {
+		t.Errorf("secret type %s", s.Type)
+	}
+	for i, ca := range caBundles(t, cs, "certs-rotate") {
+		if !bytes.Equal(ca, b.CABundle()) {
+			t.Errorf("webhook %d caBundle not written", i)
+		}
+	}
+	served, err := m.GetCertificate(nil)
+	if err != nil || !bytes.Equal(served.Certificate[0], b.Cert.Raw) {
+		t.Fatalf("served certificate is not the Secret's: %v", err)
+	}
+
+	// Nothing due: the Secret is left alone.
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, s2 := secretBundle(t, cs, "certs-rotate"); s2.ResourceVersion != s.ResourceVersion {
+		t.Errorf("secret rewritten with nothing due (%s -> %s)", s.ResourceVersion, s2.ResourceVersion)
+	}
+
+	// The serving certificate enters its last third: a new one is served.
+	clk.add(21 * time.Hour)
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := secretBundle(t, cs, "certs-rotate")
+	if b2.Cert.Equal(b.Cert) || !b2.CAs[0].Equal(b.CAs[0]) {
+		t.Fatal("serving certificate not rotated, or CA changed")
+	}
+	if served, _ := m.GetCertificate(nil); !bytes.Equal(served.Certificate[0], b2.Cert.Raw) {
+		t.Fatal("rotated certificate not served")
+	}
+
+	// The CA enters its last third: the bundle holds both CAs, in the webhook too.
+	clk.add(180 * time.Hour)
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b3, _ := secretBundle(t, cs, "certs-rotate")
+	if len(b3.CAs) != 2 || !b3.CAs[1].Equal(b.CAs[0]) {
+		t.Fatalf("after CA rotation the bundle has %d CAs", len(b3.CAs))
+	}
+	if got := caBundles(t, cs, "certs-rotate")[1]; !bytes.Equal(got, b3.CABundle()) {
+		t.Fatal("rotated CA bundle not written into the webhook configuration")
+	}
+}
+
+func TestManagerReplacesCorruptSecret(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	namespace(t, cs, "certs-corrupt")
+	tests := []struct {
+		name   string
+		secret *corev1.Secret
+	}{
+		{"garbage in a TLS secret", &corev1.Secret{Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{KeyTLSCert: []byte("garbage"), KeyTLSKey: []byte("garbage")}}},
+		{"opaque secret without keys", &corev1.Secret{Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"x": []byte("y")}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_ = cs.CoreV1().Secrets("certs-corrupt").Delete(ctx, "podiam-webhook-tls", metav1.DeleteOptions{})
+			tt.secret.Name = "podiam-webhook-tls"
+			if _, err := cs.CoreV1().Secrets("certs-corrupt").Create(ctx, tt.secret, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			m := newManager(cs, "certs-corrupt", "", &clock{t: time.Now()})
+			if err := m.Reconcile(ctx); err != nil {
+				t.Fatalf("Reconcile on a corrupt secret: %v", err)
+			}
+			b, s := secretBundle(t, cs, "certs-corrupt")
+			if s.Type != corev1.SecretTypeTLS || !m.Ready() || Decide(b, pol, time.Now()).Changed() {
+				t.Fatalf("secret not replaced by a valid one (type %s)", s.Type)
+			}
+		})
+	}
+}
+
+// Replicas reconciling at the same moment end up serving the same certificate,
+// whichever wrote first.
+func TestManagersAgreeUnderContention(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	namespace(t, cs, "certs-race")
+	webhookConfig(t, cs, "certs-race", "a.podiam.io")
+	clk := &clock{t: time.Now()}
+	managers := []*Manager{newManager(cs, "certs-race", "certs-race", clk), newManager(cs, "certs-race", "certs-race", clk),
+		newManager(cs, "certs-race", "certs-race", clk)}
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errs := make([]error, len(managers))
+		for i, m := range managers {
+			wg.Go(func() { errs[i] = m.Reconcile(ctx) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d manager %d: %v", round, i, err)
+			}
+		}
+		b, _ := secretBundle(t, cs, "certs-race")
+		for i, m := range managers {
+			c, err := m.GetCertificate(nil)
+			if err != nil || !bytes.Equal(c.Certificate[0], b.Cert.Raw) {
+				t.Fatalf("round %d: manager %d serves a certificate that is not the Secret's", round, i)
+			}
+		}
+		if got := caBundles(t, cs, "certs-race")[0]; !bytes.Equal(got, b.CABundle()) {
+			t.Fatalf("round %d: caBundle differs from the Secret's CAs", round)
+		}
+		clk.add(21 * time.Hour) // the next round rotates the serving certificate
+	}
+}
+
+func TestManagerWithoutWebhookConfig(t *testing.T) {
+	cs := client(t)
+	namespace(t, cs, "certs-nocfg")
+	m := newManager(cs, "certs-nocfg", "does-not-exist", &clock{t: time.Now()})
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatalf("a missing webhook configuration must not fail reconcile: %v", err)
+	}
+	if !m.Ready() {
+		t.Fatal("not ready")
+	}
+}
