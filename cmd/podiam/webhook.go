@@ -66,6 +66,7 @@ type webhookFlags struct {
 	certExtraNames                          []string
 	certValidity, caValidity                time.Duration
 	certCheckInterval                       time.Duration
+	profiling                               bool
 }
 
 // Certificate modes of --cert-mode.
@@ -121,6 +122,7 @@ func newWebhookCommand() *cobra.Command {
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 0, "informer resync period (0 disables resync)")
 	fs.StringVar(&f.roleSessionName, "role-session-name", "", `"pod-name" sets AWS_ROLE_SESSION_NAME to the pod name for every IRSA pod`)
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to drain requests on SIGTERM")
+	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics port")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// Flags of the Amazon webhook that mean nothing here; accepted so its
@@ -236,7 +238,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 	}
 	srv := &webhook.Server{
 		Mutate: handler, TLS: tlsCfg, Gatherer: reg, Checks: checks,
-		ShutdownTimeout: f.shutdownTimeout, Logger: logger,
+		ShutdownTimeout: f.shutdownTimeout, Logger: logger, Profiling: f.profiling,
 	}
 	return srv.Serve(ctx, ln, metricsLn)
 }

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,29 +15,10 @@ import (
 	"github.com/podiam/podiam/internal/metrics"
 )
 
-func BenchmarkReviewIRSA(b *testing.B) {
-	body, err := os.ReadFile("testdata/review-deployment-3c.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	keys := identity.NewKeys(identity.DefaultAnnotationPrefix)
-	h := &Handler{
-		Resolver:        &identity.Resolver{Keys: keys, Defaults: identity.Defaults{Audience: "sts.amazonaws.com", TokenExpiration: 86400, ContainerCredentialsAudience: "pods.eks.amazonaws.com"}},
-		Injector:        &inject.Config{Keys: keys, TokenMountPath: inject.DefaultTokenMountPath, Region: "eu-west-1"},
-		ServiceAccounts: staticSAs{"shop/orders-api": {keys.RoleARN: "arn:aws:iam::111122223333:role/orders-api", keys.RegionalSTS: "true"}},
-		Logger:          discardLogger(),
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := h.Review(context.Background(), body); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkServeHTTPIRSA measures what production runs per request: body read,
-// review, response write, metrics and the log line.
-func BenchmarkServeHTTPIRSA(b *testing.B) {
+// BenchmarkHandlerIRSA measures the full handler as production runs it for a
+// 3-container Deployment pod with IRSA: body read, AdmissionReview decoding,
+// resolution, patch, response encoding and write, metrics and the log line.
+func BenchmarkHandlerIRSA(b *testing.B) {
 	body, err := os.ReadFile("testdata/review-deployment-3c.json")
 	if err != nil {
 		b.Fatal(err)

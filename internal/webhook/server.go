@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -32,6 +33,8 @@ type Server struct {
 	Gatherer prometheus.Gatherer
 	// Checks gate /readyz.
 	Checks []ReadyCheck
+	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics port.
+	Profiling bool
 	// ShutdownTimeout bounds the graceful drain on stop.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -50,6 +53,13 @@ func (s *Server) Routes() http.Handler {
 func (s *Server) MetricsRoutes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	if s.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.health(mux)
 	return mux
 }
