@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
@@ -562,5 +563,20 @@ func TestServerServeFailsWhenAListenerFails(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("admission listener still open after Serve returned")
+	}
+}
+
+func TestServerProfilingIsOptIn(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s := &Server{Gatherer: prometheus.NewRegistry(), Profiling: on}
+		rec := httptest.NewRecorder()
+		s.MetricsRoutes().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap?debug=1", nil))
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		if rec.Code != want {
+			t.Errorf("Profiling=%v: /debug/pprof/heap = %d, want %d", on, rec.Code, want)
+		}
 	}
 }
