@@ -51,10 +51,15 @@ type Policy struct {
 	IPs          []net.IP
 }
 
-// renewAt is when a certificate with this lifetime enters its last third,
-// the point at which it is replaced.
+// backdate is how far NotBefore precedes issuance, to tolerate clock skew
+// between replicas and the API server.
+const backdate = time.Minute
+
+// renewAt is when a certificate enters its last third, the point at which it is
+// replaced. The lifetime counts from issuance, not from the back-dated NotBefore:
+// otherwise a certificate shorter than three minutes would be due at once.
 func renewAt(c *x509.Certificate) time.Time {
-	life := c.NotAfter.Sub(c.NotBefore)
+	life := c.NotAfter.Sub(c.NotBefore.Add(backdate))
 	return c.NotAfter.Add(-life / 3)
 }
 
@@ -132,7 +137,7 @@ func newCA(validity time.Duration, now time.Time) (*x509.Certificate, crypto.Sig
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: fmt.Sprintf("podiam-webhook-ca@%d", now.Unix())},
-		NotBefore:             now.Add(-time.Minute), // tolerate clock skew between replicas
+		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -167,7 +172,7 @@ func (b *Bundle) issue(pol Policy, now time.Time) error {
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     pol.DNSNames,
 		IPAddresses:  pol.IPs,
-		NotBefore:    now.Add(-time.Minute),
+		NotBefore:    now.Add(-backdate),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

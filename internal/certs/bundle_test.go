@@ -193,3 +193,22 @@ func TestDecodeRejectsCorruptData(t *testing.T) {
 		})
 	}
 }
+
+// Short lifetimes (used in tests and by impatient operators) must not be due
+// at issuance because of the back-dated NotBefore.
+func TestShortLifetimeIsNotDueAtOnce(t *testing.T) {
+	short := Policy{CAValidity: 60 * time.Second, CertValidity: 20 * time.Second, DNSNames: pol.DNSNames}
+	b, err := Apply(nil, Decide(nil, short, t0), short, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := Decide(b, short, t0.Add(time.Second)); p.Changed() {
+		t.Fatalf("due %v after issuance: %+v", time.Second, p)
+	}
+	if p := Decide(b, short, t0.Add(14*time.Second)); !p.NewCert || p.NewCA {
+		t.Fatalf("at 14s of 20s: %+v, want a new certificate only", p)
+	}
+	if p := Decide(b, short, t0.Add(41*time.Second)); !p.NewCA {
+		t.Fatalf("at 41s of a 60s CA: %+v, want a new CA", p)
+	}
+}

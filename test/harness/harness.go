@@ -239,6 +239,8 @@ type Registration struct {
 	FailurePolicy admissionregistrationv1.FailurePolicyType
 	// SkipLabel is the objectSelector key that excludes pods.
 	SkipLabel string
+	// NamespaceSelector, when set, limits the webhook to matching namespaces.
+	NamespaceSelector *metav1.LabelSelector
 }
 
 // Register creates or replaces the MutatingWebhookConfiguration, shaped like
@@ -269,6 +271,9 @@ func Register(ctx context.Context, client kubernetes.Interface, r Registration) 
 					Resources: []string{"pods"}, Scope: &scope},
 			}},
 		}},
+	}
+	if r.NamespaceSelector != nil {
+		cfg.Webhooks[0].NamespaceSelector = r.NamespaceSelector.DeepCopy()
 	}
 	if r.SkipLabel != "" {
 		cfg.Webhooks[0].ObjectSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
