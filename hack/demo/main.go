@@ -6,16 +6,10 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -139,11 +133,14 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	claims, err := verify(tr.Status.Token, cluster.ServiceAccountPublicKey())
+	_, claims, err := cluster.VerifyToken(tr.Status.Token)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("  token           signature verified with the cluster's key; claims:\n")
+	if claims.Kubernetes.Pod == nil {
+		return errors.New("the token is not bound to the pod")
+	}
 	fmt.Printf("    iss %v\n    sub %v\n    aud %v\n    exp in %s\n    pod %v\n", claims.Iss, claims.Sub, claims.Aud,
 		time.Until(time.Unix(claims.Exp, 0)).Round(time.Minute), claims.Kubernetes.Pod.Name)
 	fmt.Println("  done: stopping the webhook and the control plane")
@@ -160,41 +157,4 @@ func waitCABundle(ctx context.Context, client kubernetes.Interface) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return errors.New("podiam did not write the caBundle within 30s")
-}
-
-type tokenClaims struct {
-	Iss        string   `json:"iss"`
-	Sub        string   `json:"sub"`
-	Aud        []string `json:"aud"`
-	Exp        int64    `json:"exp"`
-	Kubernetes struct {
-		Pod struct {
-			Name string `json:"name"`
-		} `json:"pod"`
-	} `json:"kubernetes.io"`
-}
-
-// verify checks an RS256 JWT's signature and returns its claims.
-func verify(token string, key *rsa.PublicKey) (*tokenClaims, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return nil, errors.New("token is not a JWT")
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		return nil, fmt.Errorf("decoding signature: %w", err)
-	}
-	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig); err != nil {
-		return nil, fmt.Errorf("verifying token signature: %w", err)
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("decoding claims: %w", err)
-	}
-	var c tokenClaims
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, fmt.Errorf("decoding claims: %w", err)
-	}
-	return &c, nil
 }

@@ -3,10 +3,6 @@ package testcluster
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -61,7 +57,10 @@ func TestTokenRequestSignedByClusterKey(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	header, claims := verifyRS256(t, tr.Status.Token, c.ServiceAccountPublicKey())
+	header, claims, err := c.VerifyToken(tr.Status.Token)
+	if err != nil {
+		t.Fatalf("token does not verify with the cluster's key: %v", err)
+	}
 	if header.Kid != c.ServiceAccountKeyID() {
 		t.Errorf("kid = %q, want %q", header.Kid, c.ServiceAccountKeyID())
 	}
@@ -99,51 +98,6 @@ func TestTokenRequestSignedByClusterKey(t *testing.T) {
 	if _, err := kc.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 		t.Fatalf("via kubeconfig: %v", err)
 	}
-}
-
-type jwtHeader struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-}
-
-type jwtClaims struct {
-	Iss string   `json:"iss"`
-	Sub string   `json:"sub"`
-	Aud []string `json:"aud"`
-	Exp int64    `json:"exp"`
-	Iat int64    `json:"iat"`
-}
-
-// verifyRS256 checks a compact JWS's RS256 signature with pub and decodes it.
-func verifyRS256(t *testing.T, token string, pub *rsa.PublicKey) (jwtHeader, jwtClaims) {
-	t.Helper()
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		t.Fatalf("token has %d parts", len(parts))
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
-		t.Fatalf("signature does not verify with the cluster's public key: %v", err)
-	}
-	var h jwtHeader
-	var cl jwtClaims
-	for i, v := range []any{&h, &cl} {
-		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(raw, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if h.Alg != "RS256" {
-		t.Errorf("alg = %q", h.Alg)
-	}
-	return h, cl
 }
 
 func compactJSON(t *testing.T, b []byte) string {

@@ -1,13 +1,8 @@
 package e2e
 
 import (
-	"crypto"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -44,7 +39,7 @@ func TestProjectedToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TokenRequest: %v", err)
 	}
-	header, claims, err := verifyRS256(tr.Status.Token, cluster.ServiceAccountPublicKey())
+	header, claims, err := cluster.VerifyToken(tr.Status.Token)
 	if err != nil {
 		t.Fatalf("token does not verify with the cluster's signing key: %v", err)
 	}
@@ -76,71 +71,7 @@ func TestProjectedToken(t *testing.T) {
 	parts := strings.Split(tr.Status.Token, ".")
 	forged, _ := json.Marshal(map[string]any{"iss": claims.Iss, "sub": "system:serviceaccount:kube-system:admin", "aud": claims.Aud, "exp": claims.Exp})
 	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(forged) + "." + parts[2]
-	if _, _, err := verifyRS256(tampered, cluster.ServiceAccountPublicKey()); err == nil {
+	if _, _, err := cluster.VerifyToken(tampered); err == nil {
 		t.Error("verifier accepted a tampered token")
 	}
-}
-
-type jwtHeader struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-}
-
-type jwtClaims struct {
-	Iss        string   `json:"iss"`
-	Sub        string   `json:"sub"`
-	Aud        []string `json:"aud"`
-	Exp        int64    `json:"exp"`
-	Iat        int64    `json:"iat"`
-	Nbf        int64    `json:"nbf"`
-	Kubernetes struct {
-		Namespace      string `json:"namespace"`
-		ServiceAccount struct {
-			Name string `json:"name"`
-			UID  string `json:"uid"`
-		} `json:"serviceaccount"`
-		Pod *struct {
-			Name string `json:"name"`
-			UID  string `json:"uid"`
-		} `json:"pod"`
-	} `json:"kubernetes.io"`
-}
-
-// verifyRS256 checks a compact JWS signed with RS256 by key and decodes it.
-func verifyRS256(token string, key *rsa.PublicKey) (jwtHeader, jwtClaims, error) {
-	var h jwtHeader
-	var c jwtClaims
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return h, c, fmt.Errorf("%d parts, want 3", len(parts))
-	}
-	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
-	if err != nil {
-		return h, c, fmt.Errorf("header: %w", err)
-	}
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return h, c, fmt.Errorf("header: %w", err)
-	}
-	if h.Alg != "RS256" {
-		return h, c, fmt.Errorf("alg %q, want RS256", h.Alg)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		return h, c, fmt.Errorf("signature: %w", err)
-	}
-	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig); err != nil {
-		return h, c, fmt.Errorf("signature: %w", err)
-	}
-	cb, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return h, c, fmt.Errorf("claims: %w", err)
-	}
-	if err := json.Unmarshal(cb, &c); err != nil {
-		return h, c, fmt.Errorf("claims: %w", err)
-	}
-	if c.Iss == "" {
-		return h, c, errors.New("no iss")
-	}
-	return h, c, nil
 }
