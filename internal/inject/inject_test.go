@@ -529,18 +529,18 @@ func FuzzInject(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(raw, uint8(0))
-		f.Add(raw, uint8(1))
+		f.Add(raw, false)
+		f.Add(raw, true)
 	}
-	f.Add([]byte(`{"spec":{"containers":[{"name":"a","env":null}],"volumes":null}}`), uint8(0))
-	f.Add([]byte(`{"metadata":{"annotations":{"eks.amazonaws.com/skip-containers":"a"}},"spec":{"containers":[{"name":"a"},{"name":"b"}]}}`), uint8(1))
-	f.Fuzz(func(t *testing.T, raw []byte, mode uint8) {
+	f.Add([]byte(`{"spec":{"containers":[{"name":"a","env":null}],"volumes":null}}`), false)
+	f.Add([]byte(`{"metadata":{"annotations":{"eks.amazonaws.com/skip-containers":"a"}},"spec":{"containers":[{"name":"a"},{"name":"b"}]}}`), true)
+	f.Fuzz(func(t *testing.T, raw []byte, podIdentity bool) {
 		pod, err := DecodePod(raw)
 		if err != nil {
 			return
 		}
 		id := withFSGroup(irsa, 1000)
-		if mode%2 == 1 {
+		if podIdentity {
 			id = withFSGroup(pi, 1000)
 		}
 		cfg := testConfig()
