@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -19,7 +20,9 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podiam/podiam/internal/certs"
 	"github.com/podiam/podiam/internal/configwatch"
@@ -56,7 +59,7 @@ type webhookFlags struct {
 	ccVolumeName, ccTokenPath, ccFullURI    string
 	saGracePeriod, resyncPeriod             time.Duration
 	roleSessionName                         string
-	shutdownTimeout                         time.Duration
+	shutdownTimeout, shutdownDelay          time.Duration
 	logFormat, logLevel                     string
 	legacyInCluster, legacyTLSSecret        string
 	legacyLogToStderr, legacyAlsoLogToStder string
@@ -121,19 +124,25 @@ func newWebhookCommand() *cobra.Command {
 		"on a cache miss, how long to look for the ServiceAccount in the API server (0 disables the lookup)")
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 0, "informer resync period (0 disables resync)")
 	fs.StringVar(&f.roleSessionName, "role-session-name", "", `"pod-name" sets AWS_ROLE_SESSION_NAME to the pod name for every IRSA pod`)
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to drain requests on SIGTERM")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 5*time.Second,
+		"on SIGTERM, keep serving this long with /readyz failing, so the API server stops calling before the listener closes")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to drain in-flight requests on SIGTERM")
 	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics port")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// Flags of the Amazon webhook that mean nothing here; accepted so its
-	// manifests keep working.
+	// manifests keep working. The boolean ones may stand alone; the others take
+	// a value, also as a separate word (`--tls-secret name`, `--v 2`).
 	for _, l := range []struct {
-		p    *string
-		name string
-	}{{&f.legacyInCluster, "in-cluster"}, {&f.legacyTLSSecret, "tls-secret"},
-		{&f.legacyLogToStderr, "logtostderr"}, {&f.legacyAlsoLogToStder, "alsologtostderr"}, {&f.legacyVerbosity, "v"}} {
+		p      *string
+		name   string
+		isBool bool
+	}{{&f.legacyInCluster, "in-cluster", true}, {&f.legacyTLSSecret, "tls-secret", false},
+		{&f.legacyLogToStderr, "logtostderr", true}, {&f.legacyAlsoLogToStder, "alsologtostderr", true}, {&f.legacyVerbosity, "v", false}} {
 		fs.StringVar(l.p, l.name, "", "ignored (Amazon EKS pod identity webhook compatibility)")
-		fs.Lookup(l.name).NoOptDefVal = "true"
+		if l.isBool {
+			fs.Lookup(l.name).NoOptDefVal = "true"
+		}
 		_ = fs.MarkHidden(l.name)
 	}
 	return cmd
@@ -145,6 +154,10 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		return err
 	}
 	slog.SetDefault(logger)
+	// client-go (klog) and controller-runtime's certificate watcher log through
+	// their own globals; send both to the same structured log.
+	klog.SetSlogLogger(logger)
+	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	logger.Info("starting", "version", version.String())
 	for _, name := range []string{"in-cluster", "tls-secret", "logtostderr", "alsologtostderr", "v"} {
 		if fs.Changed(name) {
@@ -163,6 +176,9 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		return err
 	}
 	cfg.UserAgent = "podiam-webhook/" + version.Version
+	// client-go's default of 5 requests/s would throttle the direct
+	// ServiceAccount lookups of a burst of new namespaces past the grace period.
+	cfg.QPS, cfg.Burst = 50, 100
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)
@@ -238,7 +254,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 	}
 	srv := &webhook.Server{
 		Mutate: handler, TLS: tlsCfg, Gatherer: reg, Checks: checks,
-		ShutdownTimeout: f.shutdownTimeout, Logger: logger, Profiling: f.profiling,
+		ShutdownDelay: f.shutdownDelay, ShutdownTimeout: f.shutdownTimeout, Logger: logger, Profiling: f.profiling,
 	}
 	return srv.Serve(ctx, ln, metricsLn)
 }

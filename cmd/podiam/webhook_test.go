@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,20 @@ func TestRunWebhookRejectsBadFlags(t *testing.T) {
 				t.Fatalf("runWebhook error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// Legacy flags with their value as a separate word, as the Amazon manifests
+// write them, must reach the webhook rather than be taken for arguments.
+func TestWebhookLegacyFlagsWithSeparateValues(t *testing.T) {
+	root := newRootCommand()
+	root.SetArgs([]string{"webhook", "--tls-secret", "pod-identity-webhook", "--v", "2", "--in-cluster", "--logtostderr",
+		"--alsologtostderr", "--token-expiration=60"})
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	err := root.Execute()
+	// Reaching the token-expiration check proves every flag above parsed.
+	if err == nil || !strings.Contains(err.Error(), "--token-expiration=60") {
+		t.Fatalf("Execute error = %v, want the token-expiration check", err)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -81,18 +84,24 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 // Ready reports whether a certificate is being served.
 func (m *Manager) Ready() bool { return m.current.Load() != nil }
 
-// Run reconciles until ctx is done, retrying failures at the check interval.
+// Run reconciles until ctx is done: at the check interval, and sooner (with
+// backoff from one second) after a failure, so a brief API error does not keep
+// the webhook unready for a whole interval.
 func (m *Manager) Run(ctx context.Context) {
-	t := time.NewTicker(m.o.CheckInterval)
-	defer t.Stop()
+	retry := time.Second
 	for {
+		wait := m.o.CheckInterval
 		if err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			m.o.Logger.Error("reconciling webhook certificates", "error", err)
+			m.o.Logger.Error("reconciling webhook certificates", "error", err, "retryIn", retry.String())
+			wait = min(retry, wait)
+			retry = min(2*retry, m.o.CheckInterval)
+		} else {
+			retry = time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
@@ -106,7 +115,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.syncWebhookConfig(ctx, b.CABundle()); err != nil {
+	if err := m.syncWebhookConfig(ctx, b); err != nil {
 		return err
 	}
 	cert, err := b.TLSCertificate()
@@ -207,10 +216,13 @@ func (m *Manager) secret(data map[string][]byte) *corev1.Secret {
 	}
 }
 
-// syncWebhookConfig writes caBundle into every webhook of the configuration with
-// a JSON patch whose test operations pin each index to the webhook's name, so a
-// concurrent edit of the list fails the patch instead of hitting the wrong entry.
-func (m *Manager) syncWebhookConfig(ctx context.Context, caBundle []byte) error {
+// syncWebhookConfig makes every webhook of the configuration trust the bundle's
+// CAs. CAs already in a webhook's caBundle that are still valid are kept after
+// ours: a replica that has not yet seen another replica's rotation must not
+// remove the new CA that replica's certificate is signed by. The JSON patch's
+// test operations pin each index to its webhook's name and the caBundle read,
+// so a concurrent edit fails the patch instead of being overwritten.
+func (m *Manager) syncWebhookConfig(ctx context.Context, b *Bundle) error {
 	if m.o.WebhookConfigName == "" {
 		return nil
 	}
@@ -223,29 +235,43 @@ func (m *Manager) syncWebhookConfig(ctx context.Context, caBundle []byte) error 
 	if err != nil {
 		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.o.WebhookConfigName, err)
 	}
-	var patch bytes.Buffer
-	patch.WriteByte('[')
-	n := 0
-	encoded := strconv.Quote(base64.StdEncoding.EncodeToString(caBundle))
+	var ops []string
+	now := m.o.Now()
 	for i, wh := range cfg.Webhooks {
-		if bytes.Equal(wh.ClientConfig.CABundle, caBundle) {
+		want := mergeCABundle(b.CAs, wh.ClientConfig.CABundle, now)
+		if bytes.Equal(wh.ClientConfig.CABundle, want) {
 			continue
 		}
-		if n > 0 {
-			patch.WriteByte(',')
-		}
 		name := strconv.Quote(wh.Name) // webhook names are DNS names: Go and JSON quoting agree
-		fmt.Fprintf(&patch, `{"op":"test","path":"/webhooks/%d/name","value":%s},{"op":"add","path":"/webhooks/%d/clientConfig/caBundle","value":%s}`,
-			i, name, i, encoded)
-		n++
+		if len(wh.ClientConfig.CABundle) > 0 {
+			ops = append(ops, fmt.Sprintf(`{"op":"test","path":"/webhooks/%d/clientConfig/caBundle","value":%q}`,
+				i, base64.StdEncoding.EncodeToString(wh.ClientConfig.CABundle)))
+		}
+		ops = append(ops,
+			fmt.Sprintf(`{"op":"test","path":"/webhooks/%d/name","value":%s}`, i, name),
+			fmt.Sprintf(`{"op":"add","path":"/webhooks/%d/clientConfig/caBundle","value":%q}`, i, base64.StdEncoding.EncodeToString(want)))
 	}
-	if n == 0 {
+	if len(ops) == 0 {
 		return nil
 	}
-	patch.WriteByte(']')
-	if _, err := cfgs.Patch(ctx, m.o.WebhookConfigName, types.JSONPatchType, patch.Bytes(), metav1.PatchOptions{}); err != nil {
+	patch := []byte("[" + strings.Join(ops, ",") + "]")
+	if _, err := cfgs.Patch(ctx, m.o.WebhookConfigName, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("writing caBundle into MutatingWebhookConfiguration %s: %w", m.o.WebhookConfigName, err)
 	}
-	m.o.Logger.Info("wrote caBundle into webhook configuration", "name", m.o.WebhookConfigName, "webhooks", n)
+	m.o.Logger.Info("wrote caBundle into webhook configuration", "name", m.o.WebhookConfigName)
 	return nil
+}
+
+// mergeCABundle returns the PEM of cas followed by the CAs of current that are
+// not among them and still valid at now. Unparsable content of current is
+// dropped.
+func mergeCABundle(cas []*x509.Certificate, current []byte, now time.Time) []byte {
+	out := &Bundle{CAs: slices.Clone(cas)}
+	existing, _ := parseCerts(current)
+	for _, c := range existing {
+		if now.Before(c.NotAfter) && !slices.ContainsFunc(out.CAs, c.Equal) {
+			out.CAs = append(out.CAs, c)
+		}
+	}
+	return out.CABundle()
 }

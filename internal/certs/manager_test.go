@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -259,5 +260,33 @@ func TestManagerWithoutWebhookConfig(t *testing.T) {
 	}
 	if !m.Ready() {
 		t.Fatal("not ready")
+	}
+}
+
+// A replica that has not seen another's CA rotation yet must keep the other's
+// new CA in the caBundle; expired CAs and garbage leave it.
+func TestMergeCABundle(t *testing.T) {
+	ours := fresh(t, t0)
+	other := fresh(t, t0)
+	old := fresh(t, t0.Add(-400*time.Hour)) // expired by t0
+	both := append(slices.Clone(other.CABundle()), old.CABundle()...)
+	tests := []struct {
+		name    string
+		current []byte
+		want    [][]byte // PEM bundles, concatenated in order
+	}{
+		{"empty", nil, [][]byte{ours.CABundle()}},
+		{"ours already", ours.CABundle(), [][]byte{ours.CABundle()}},
+		{"another replica's new CA is kept after ours", other.CABundle(), [][]byte{ours.CABundle(), other.CABundle()}},
+		{"expired CA dropped", both, [][]byte{ours.CABundle(), other.CABundle()}},
+		{"garbage dropped", []byte("not a certificate"), [][]byte{ours.CABundle()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := mergeCABundle(ours.CAs, tt.current, t0.Add(time.Hour))
+			if want := bytes.Join(tt.want, nil); !bytes.Equal(got, want) {
+				t.Fatalf("merged bundle differs:\n%s\nwant\n%s", got, want)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ package inject
 
 import (
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 
@@ -92,6 +93,12 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 
 	sel := newSelector(pod.Annotations(), c.Keys)
 	env := c.envFor(pod, id, t)
+	if id.Mode == identity.ModeIRSA && id.SessionNameFromPod {
+		if n := sessionNameLength(pod); n > maxSessionName {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the pod name (%d characters) is longer than the %d that STS accepts as %s; AssumeRoleWithWebIdentity will fail",
+				n, maxSessionName, EnvRoleSessionName))
+		}
+	}
 	// A 3-container IRSA patch is about 3 KiB; sizing once avoids regrowing.
 	p := patch{buf: make([]byte, 0, 4096)}
 	for _, list := range []struct {
@@ -111,11 +118,19 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 			}
 			res.Injected++
 			base := "/spec/" + list.field + "/" + strconv.Itoa(i)
-			p.addItems(base+"/env", ctr.Env != nil, missingEnv(ctr, env))
+			items, partial := missingEnv(ctr, env)
+			for _, g := range partial {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("container %q sets %s but not %s; podiam leaves that pair to it",
+					ctr.Name, g.present, g.missing))
+			}
+			p.addItems(base+"/env", ctr.Env != nil, items)
 			if !hasMount(ctr, t.volume) {
 				p.addItems(base+"/volumeMounts", ctr.VolumeMounts != nil, []jsonValue{mount{t.volume, t.mountPath}})
 			}
 		}
+	}
+	if sel.only != nil && res.Injected == 0 && res.SkippedByConflict == 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s names no container of the pod; nothing injected", c.Keys.InjectContainers))
 	}
 	if res.Injected == 0 {
 		return Result{Warnings: res.Warnings, SkippedByAnnotation: res.SkippedByAnnotation, SkippedByConflict: res.SkippedByConflict}
@@ -149,15 +164,21 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 
 // envGroup is a set of variables added together or not at all: if the container
 // already has any of them, the user configured that part and we stay out.
-type envGroup []envVar
+type envGroup struct {
+	vars []envVar
+	// credentials marks a pair the SDK needs both of: a container that sets
+	// only one is misconfigured, and the user is told. (Setting only
+	// AWS_REGION of the region pair is normal and not reported.)
+	credentials bool
+}
 
 func (c *Config) envFor(pod *Pod, id identity.Identity, t target) []envGroup {
 	var groups []envGroup
 	if id.RegionalSTS {
-		groups = append(groups, envGroup{{name: EnvRegionalSTS, value: "regional"}})
+		groups = append(groups, envGroup{vars: []envVar{{name: EnvRegionalSTS, value: "regional"}}})
 	}
 	if c.Region != "" {
-		groups = append(groups, envGroup{{name: EnvDefaultRegion, value: c.Region}, {name: EnvRegion, value: c.Region}})
+		groups = append(groups, envGroup{vars: []envVar{{name: EnvDefaultRegion, value: c.Region}, {name: EnvRegion, value: c.Region}}})
 	}
 	tokenFile := t.mountPath + "/" + t.tokenPath
 	if pod.IsWindows() {
@@ -165,33 +186,62 @@ func (c *Config) envFor(pod *Pod, id identity.Identity, t target) []envGroup {
 	}
 	switch id.Mode {
 	case identity.ModeIRSA:
-		groups = append(groups, envGroup{{name: EnvRoleARN, value: id.RoleARN}, {name: EnvWebIdentityTokenFile, value: tokenFile}})
+		groups = append(groups, envGroup{vars: []envVar{{name: EnvRoleARN, value: id.RoleARN}, {name: EnvWebIdentityTokenFile, value: tokenFile}}, credentials: true})
 		if id.SessionNameFromPod {
-			groups = append(groups, envGroup{{name: EnvRoleSessionName, fieldPath: "metadata.name"}})
+			groups = append(groups, envGroup{vars: []envVar{{name: EnvRoleSessionName, fieldPath: "metadata.name"}}})
 		}
 	case identity.ModePodIdentity:
-		groups = append(groups, envGroup{{name: EnvContainerCredsURI, value: c.ContainerCredsFullURI}, {name: EnvContainerCredsToken, value: tokenFile}})
+		groups = append(groups, envGroup{vars: []envVar{{name: EnvContainerCredsURI, value: c.ContainerCredsFullURI}, {name: EnvContainerCredsToken, value: tokenFile}}, credentials: true})
 	}
 	return groups
 }
 
-func missingEnv(ctr *container, groups []envGroup) []jsonValue {
+// maxSessionName is STS's limit on RoleSessionName.
+const maxSessionName = 64
+
+// sessionNameLength is the length the pod's name will have: generated names
+// add 5 characters to generateName.
+func sessionNameLength(pod *Pod) int {
+	if pod.Metadata == nil {
+		return 0
+	}
+	if pod.Metadata.Name != "" {
+		return len(pod.Metadata.Name)
+	}
+	if pod.Metadata.GenerateName != "" {
+		return len(pod.Metadata.GenerateName) + 5
+	}
+	return 0
+}
+
+// partialGroup names a group the container sets only in part.
+type partialGroup struct{ present, missing string }
+
+// missingEnv returns the variables to add: every group of which the container
+// sets none. Groups it sets only in part are returned too, to warn about: the
+// user took that part over but left it incomplete.
+func missingEnv(ctr *container, groups []envGroup) ([]jsonValue, []partialGroup) {
 	var out []jsonValue
+	var partial []partialGroup
 	for _, g := range groups {
-		present := false
-		for _, v := range g {
+		var present, missing []string
+		for _, v := range g.vars {
 			if hasEnv(ctr, v.name) {
-				present = true
-				break
+				present = append(present, v.name)
+			} else {
+				missing = append(missing, v.name)
 			}
 		}
-		if !present {
-			for i := range g {
-				out = append(out, &g[i]) // a pointer converts to an interface without allocating
+		switch {
+		case len(present) == 0:
+			for i := range g.vars {
+				out = append(out, &g.vars[i]) // a pointer converts to an interface without allocating
 			}
+		case len(missing) > 0 && g.credentials:
+			partial = append(partial, partialGroup{strings.Join(present, ", "), strings.Join(missing, ", ")})
 		}
 	}
-	return out
+	return out, partial
 }
 
 func hasEnv(ctr *container, name string) bool {
@@ -242,14 +292,18 @@ func volumeConflict(pod *Pod, t target) (string, bool) {
 }
 
 // mountConflict reports a container that mounts our volume elsewhere, or mounts
-// something else at our path.
+// something else at our path or inside it (which would hide the token file).
+// Paths are compared cleaned: the API server accepts "/a/" and "/a" as
+// different mounts of one directory.
 func mountConflict(ctr *container, t target) (string, bool) {
+	ours := path.Clean(t.mountPath)
 	for _, m := range ctr.VolumeMounts {
+		theirs := path.Clean(m.MountPath)
 		switch {
-		case m.Name == t.volume && m.MountPath != t.mountPath:
+		case m.Name == t.volume && theirs != ours:
 			return fmt.Sprintf("container %q mounts %q at %q, not %q; container skipped", ctr.Name, t.volume, m.MountPath, t.mountPath), false
-		case m.Name != t.volume && m.MountPath == t.mountPath:
-			return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, t.mountPath, m.Name), false
+		case m.Name != t.volume && (theirs == ours || strings.HasPrefix(theirs, ours+"/")):
+			return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, m.MountPath, m.Name), false
 		}
 	}
 	return "", true

@@ -217,7 +217,13 @@ func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionRe
 		}
 	}
 	if id.Mode != identity.ModeNone {
-		h.logger().LogAttrs(ctx, slog.LevelInfo, "pod admitted",
+		// One info line per mutated pod; a reinvocation that changes nothing
+		// (or a pod that already had everything) only at debug level.
+		level := slog.LevelInfo
+		if res.Patch == nil {
+			level = slog.LevelDebug
+		}
+		h.logger().LogAttrs(ctx, level, "pod admitted",
 			slog.String("namespace", namespace),
 			slog.String("pod", pod.DisplayName()),
 			slog.String("serviceAccount", saName),

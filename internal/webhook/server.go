@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,9 +36,16 @@ type Server struct {
 	Checks []ReadyCheck
 	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics port.
 	Profiling bool
+	// ShutdownDelay is how long the server keeps serving after it is asked to
+	// stop, with /readyz failing, so that the API server stops sending requests
+	// (endpoints are removed asynchronously) before the listener closes. Without
+	// it every rollout opens a window in which admission fails open.
+	ShutdownDelay time.Duration
 	// ShutdownTimeout bounds the graceful drain on stop.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+
+	draining atomic.Bool
 }
 
 // Routes returns the handler of the TLS port: /mutate, /healthz and /readyz.
@@ -69,6 +77,10 @@ func (s *Server) health(mux *http.ServeMux) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.draining.Load() {
+			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		var waiting []string
 		for _, c := range s.Checks {
 			if !c.Ready() {
@@ -95,8 +107,12 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		Handler:           s.Routes(),
 		TLSConfig:         s.TLS,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		ErrorLog:          errLog,
+		// The API server gives up on a webhook after at most 30 s; a client that
+		// trickles its body must not hold a goroutine and buffer longer.
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30 * time.Second,
+		IdleTimeout:  90 * time.Second,
+		ErrorLog:     errLog,
 	}}
 	lns := []net.Listener{tls.NewListener(ln, s.TLS)}
 	if metricsLn != nil {
@@ -113,6 +129,16 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	running := len(servers)
 	select {
 	case <-ctx.Done():
+		if s.ShutdownDelay > 0 {
+			s.draining.Store(true)
+			logger.Info("shutting down: failing readiness, still serving", "delay", s.ShutdownDelay.String())
+			select {
+			case <-time.After(s.ShutdownDelay):
+			case err = <-errc:
+				err = fmt.Errorf("serving: %w", err)
+				running--
+			}
+		}
 	case err = <-errc:
 		err = fmt.Errorf("serving: %w", err)
 		running--

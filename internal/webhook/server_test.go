@@ -580,3 +580,89 @@ func TestServerProfilingIsOptIn(t *testing.T) {
 		}
 	}
 }
+
+// With a shutdown delay the server keeps answering, with /readyz failing, so
+// the API server can stop routing to it before the listener closes.
+func TestServerShutdownDelayFailsReadinessFirst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestCert(t, 7)
+	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := TLSConfig("1.2", "", func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Mutate: http.NotFoundHandler(), TLS: tlsCfg, Gatherer: prometheus.NewRegistry(),
+		ShutdownDelay: 2 * time.Second, Logger: discardLogger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, mln) }()
+	client := &http.Client{Timeout: 5 * time.Second}
+	readyz := "http://" + mln.Addr().String() + "/readyz"
+	eventually(t, 5*time.Second, "ready", func() bool { code, _ := get(t, client, readyz); return code == http.StatusOK })
+
+	cancel()
+	eventually(t, 2*time.Second, "readyz fails while draining", func() bool {
+		code, body := get(t, client, readyz)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "shutting down")
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned before the shutdown delay: %v", err)
+	default:
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the shutdown delay")
+	}
+}
+
+// A cipher suite list without an HTTP/2-capable suite still serves (HTTP/1.1).
+func TestServerServesWithAES256OnlySuites(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestCert(t, 8)
+	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const suite = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+	tlsCfg, err := TLSConfig("1.2", suite, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Mutate: http.NotFoundHandler(), TLS: tlsCfg, Gatherer: prometheus.NewRegistry(), Logger: discardLogger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, ServerName: "localhost", MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}}, ForceAttemptHTTP2: true}}
+	eventually(t, 5*time.Second, "healthz over TLS 1.2 with "+suite, func() bool {
+		code, _ := get(t, client, "https://"+ln.Addr().String()+"/healthz")
+		return code == http.StatusOK
+	})
+}

@@ -17,13 +17,31 @@ func TLSConfig(minVersion, cipherSuites string, getCert func(*tls.ClientHelloInf
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:     v,
 		CipherSuites:   suites,
 		GetCertificate: getCert,
 		// The API server speaks HTTP/1.1 and HTTP/2; both are fine.
 		NextProtos: []string{"h2", "http/1.1"},
-	}, nil
+	}
+	if !http2Allowed(v, suites) {
+		// Go's HTTP/2 server refuses to start without an ECDHE AES-128-GCM
+		// suite (RFC 7540 §9.2.2); serve HTTP/1.1 rather than fail.
+		cfg.NextProtos = []string{"http/1.1"}
+	}
+	return cfg, nil
+}
+
+func http2Allowed(minVersion uint16, suites []uint16) bool {
+	if minVersion >= tls.VersionTLS13 || suites == nil {
+		return true
+	}
+	for _, id := range suites {
+		if id == tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 || id == tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseTLSVersion accepts "1.2", "1.3" and the Go/Kubernetes spellings

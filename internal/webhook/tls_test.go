@@ -120,3 +120,26 @@ func TestTLSConfig(t *testing.T) {
 		}
 	}
 }
+
+// HTTP/2 needs an ECDHE AES-128-GCM suite below TLS 1.3; without one the server
+// must fall back to HTTP/1.1 instead of failing to start.
+func TestTLSConfigHTTP2NeedsAES128GCM(t *testing.T) {
+	tests := []struct {
+		minVersion, suites string
+		want               []string
+	}{
+		{"1.2", "", []string{"h2", "http/1.1"}},
+		{"1.2", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", []string{"http/1.1"}},
+		{"1.2", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", []string{"h2", "http/1.1"}},
+		{"1.3", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", []string{"h2", "http/1.1"}},
+	}
+	for _, tt := range tests {
+		cfg, err := TLSConfig(tt.minVersion, tt.suites, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(cfg.NextProtos, tt.want) {
+			t.Errorf("TLSConfig(%s, %q).NextProtos = %q, want %q", tt.minVersion, tt.suites, cfg.NextProtos, tt.want)
+		}
+	}
+}

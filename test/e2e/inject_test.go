@@ -56,8 +56,9 @@ func TestServiceAccountAnnotations(t *testing.T) {
 			want:    &irsaExpect{role: role, expiration: 86400},
 			wantEnv: []string{"AWS_REGION=us-east-2", "AWS_ROLE_ARN=" + role, "AWS_WEB_IDENTITY_TOKEN_FILE=" + irsaTokenFile}},
 		{name: "user's role wins as a pair", sa: "minimal", userEnv: []corev1.EnvVar{{Name: "AWS_ROLE_ARN", Value: "arn:aws:iam::999999999999:role/own"}},
-			want:    &irsaExpect{role: role, expiration: 86400},
-			wantEnv: []string{"AWS_ROLE_ARN=arn:aws:iam::999999999999:role/own", "AWS_DEFAULT_REGION=" + region, "AWS_REGION=" + region}},
+			want:     &irsaExpect{role: role, expiration: 86400},
+			wantEnv:  []string{"AWS_ROLE_ARN=arn:aws:iam::999999999999:role/own", "AWS_DEFAULT_REGION=" + region, "AWS_REGION=" + region},
+			warnings: []string{`container "app" sets AWS_ROLE_ARN but not AWS_WEB_IDENTITY_TOKEN_FILE`}},
 		{name: "no role", sa: "plain"},
 		{name: "skip label", sa: "full", labels: map[string]string{skipLabel: "true"}},
 	} {

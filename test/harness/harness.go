@@ -135,6 +135,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 		"--metrics-port=" + strconv.Itoa(w.o.MetricsPort),
 		"--log-format=text",
 		"--shutdown-timeout=5s",
+		"--shutdown-delay=0s", // tests stop and restart it often; the delay is unit-tested
 	}
 	if w.o.SelfManaged {
 		args = append(args, "--cert-mode=self-managed", "--cert-extra-names=127.0.0.1")
