@@ -28,9 +28,9 @@ import (
 
 type staticSAs map[[2]string]map[string]string
 
-func (s staticSAs) Lookup(_ context.Context, ns, name string) (map[string]string, bool) {
+func (s staticSAs) Lookup(_ context.Context, ns, name string) (map[string]string, bool, error) {
 	a, ok := s[[2]string{ns, name}]
-	return a, ok
+	return a, ok, nil
 }
 
 func main() {

@@ -150,17 +150,17 @@ func (c *Cache) Len() int { return c.store.len() }
 // ServiceAccount is looked up in the API server, waiting at most the grace period
 // or until ctx is done; concurrent lookups of one ServiceAccount share one request,
 // which the cancellation of one caller's ctx does not cancel. A ServiceAccount
-// found this way is added to the cache. Errors and timeouts are logged and reported
-// as not found.
-func (c *Cache) Lookup(ctx context.Context, namespace, name string) (map[string]string, bool) {
+// found this way is added to the cache. An error means the lookup failed or did
+// not finish in time, so whether the ServiceAccount exists is unknown.
+func (c *Cache) Lookup(ctx context.Context, namespace, name string) (map[string]string, bool, error) {
 	k := key{namespace, name}
 	if ann, ok := c.store.get(k); ok {
 		inc(c.cacheFound)
-		return ann, true
+		return ann, true, nil
 	}
 	inc(c.cacheNotFound)
 	if c.grace <= 0 || name == "" {
-		return nil, false
+		return nil, false, nil
 	}
 	return c.lookupAPI(ctx, k)
 }
@@ -171,7 +171,7 @@ type fetched struct {
 	found bool
 }
 
-func (c *Cache) lookupAPI(ctx context.Context, k key) (map[string]string, bool) {
+func (c *Cache) lookupAPI(ctx context.Context, k key) (map[string]string, bool, error) {
 	ch := c.flights.DoChan(k.String(), func() (any, error) {
 		return c.fetch(ctx, k)
 	})
@@ -186,15 +186,15 @@ func (c *Cache) lookupAPI(ctx context.Context, k key) (map[string]string, bool) 
 	case res := <-ch:
 		if res.Err != nil {
 			inc(c.apiErrorCnt)
-			return nil, false
+			return nil, false, fmt.Errorf("looking up ServiceAccount %s: %w", k, res.Err)
 		}
 		f := res.Val.(fetched)
 		if !f.found {
 			inc(c.apiNotFound)
-			return nil, false
+			return nil, false, nil
 		}
 		inc(c.apiFound)
-		return f.ann, true
+		return f.ann, true, nil
 	case <-wait.Done():
 		inc(c.apiErrorCnt)
 		level := slog.LevelDebug // the grace period is over: the flight logs its failure
@@ -203,7 +203,7 @@ func (c *Cache) lookupAPI(ctx context.Context, k key) (map[string]string, bool) 
 		}
 		c.log.Log(ctx, level, "Gave up waiting for ServiceAccount lookup",
 			"namespace", k.namespace, "name", k.name, "err", context.Cause(wait))
-		return nil, false
+		return nil, false, fmt.Errorf("looking up ServiceAccount %s: %w", k, context.Cause(wait))
 	}
 }
 

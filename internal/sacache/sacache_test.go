@@ -101,15 +101,17 @@ func run(t *testing.T, c *Cache) {
 type result struct {
 	ann   map[string]string
 	found bool
+	// failed: Lookup returned an error (existence unknown).
+	failed bool
 }
 
 func (r result) equal(o result) bool {
-	return r.found == o.found && maps.Equal(r.ann, o.ann) && (r.ann == nil) == (o.ann == nil)
+	return r.found == o.found && r.failed == o.failed && maps.Equal(r.ann, o.ann) && (r.ann == nil) == (o.ann == nil)
 }
 
 func lookup(c *Cache, namespace, name string) result {
-	ann, found := c.Lookup(context.Background(), namespace, name)
-	return result{ann, found}
+	ann, found, err := c.Lookup(context.Background(), namespace, name)
+	return result{ann, found, err != nil}
 }
 
 // value returns the value of a counter or gauge. (prometheus/testutil would need a
@@ -169,9 +171,9 @@ func TestRunInitialSync(t *testing.T) {
 				sa("ns2", "a", map[string]string{"other": "dropped"}),
 			},
 			want: map[key]result{
-				{"ns", "a"}:       {arn, true},
-				{"ns", "b"}:       {nil, true},
-				{"ns2", "a"}:      {nil, true},
+				{"ns", "a"}:       {ann: arn, found: true},
+				{"ns", "b"}:       {ann: nil, found: true},
+				{"ns2", "a"}:      {ann: nil, found: true},
 				{"ns", "missing"}: {},
 				{"ns3", "a"}:      {},
 			},
@@ -225,7 +227,7 @@ func TestRunWatchEvents(t *testing.T) {
 				return tracker.Create(serviceAccounts, sa("ns", "a", map[string]string{roleARN: "arn1", "x": "y"}), "ns")
 			},
 			key:     key{"ns", "a"},
-			want:    result{map[string]string{roleARN: "arn1"}, true},
+			want:    result{ann: map[string]string{roleARN: "arn1"}, found: true},
 			wantLen: 2,
 		},
 		{
@@ -234,7 +236,7 @@ func TestRunWatchEvents(t *testing.T) {
 				return tracker.Create(serviceAccounts, sa("ns2", "b", map[string]string{"x": "y"}), "ns2")
 			},
 			key:     key{"ns2", "b"},
-			want:    result{nil, true},
+			want:    result{ann: nil, found: true},
 			wantLen: 3,
 		},
 		{
@@ -243,14 +245,14 @@ func TestRunWatchEvents(t *testing.T) {
 				return tracker.Update(serviceAccounts, sa("ns", "a", map[string]string{roleARN: "arn2", audience: "aud"}), "ns")
 			},
 			key:     key{"ns", "a"},
-			want:    result{map[string]string{roleARN: "arn2", audience: "aud"}, true},
+			want:    result{ann: map[string]string{roleARN: "arn2", audience: "aud"}, found: true},
 			wantLen: 3,
 		},
 		{
 			name:    "update removes annotations",
 			do:      func() error { return tracker.Update(serviceAccounts, sa("ns", "a", map[string]string{"x": "y"}), "ns") },
 			key:     key{"ns", "a"},
-			want:    result{nil, true},
+			want:    result{ann: nil, found: true},
 			wantLen: 3,
 		},
 		{
@@ -302,7 +304,7 @@ func TestLookupAPI(t *testing.T) {
 			grace:       time.Minute,
 			objects:     []runtime.Object{sa("ns", "a", map[string]string{roleARN: "arn1", "x": "y"})},
 			lookupName:  "a",
-			want:        result{map[string]string{roleARN: "arn1"}, true},
+			want:        result{ann: map[string]string{roleARN: "arn1"}, found: true},
 			wantCalls:   1,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/found": 1},
 			wantLen:     1,
@@ -312,7 +314,7 @@ func TestLookupAPI(t *testing.T) {
 			grace:       time.Minute,
 			objects:     []runtime.Object{sa("ns", "a", nil)},
 			lookupName:  "a",
-			want:        result{nil, true},
+			want:        result{ann: nil, found: true},
 			wantCalls:   1,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/found": 1},
 			wantLen:     1,
@@ -352,7 +354,7 @@ func TestLookupAPI(t *testing.T) {
 				return nil
 			},
 			lookupName:  "a",
-			want:        result{map[string]string{roleARN: "arn1"}, true},
+			want:        result{ann: map[string]string{roleARN: "arn1"}, found: true},
 			wantCalls:   3,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/found": 1},
 			wantLen:     1,
@@ -365,7 +367,7 @@ func TestLookupAPI(t *testing.T) {
 				return apierrors.NewForbidden(serviceAccounts.GroupResource(), "a", errors.New("no"))
 			},
 			lookupName:  "a",
-			want:        result{},
+			want:        result{failed: true},
 			wantCalls:   1,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/error": 1},
 		},
@@ -375,7 +377,7 @@ func TestLookupAPI(t *testing.T) {
 			objects:     []runtime.Object{sa("ns", "a", nil)},
 			fail:        func(context.Context, int) error { return unavailable },
 			lookupName:  "a",
-			want:        result{},
+			want:        result{failed: true},
 			wantCalls:   2,
 			minCalls:    true,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/error": 1},
@@ -389,7 +391,7 @@ func TestLookupAPI(t *testing.T) {
 				return ctx.Err()
 			},
 			lookupName:  "a",
-			want:        result{},
+			want:        result{failed: true},
 			wantCalls:   1,
 			wantMetrics: map[string]float64{"cache/not_found": 1, "api/error": 1},
 		},
@@ -477,7 +479,7 @@ func TestLookupMergesConcurrentMisses(t *testing.T) {
 		{
 			name:    "found",
 			objects: []runtime.Object{sa("ns", "a", map[string]string{roleARN: "arn1"})},
-			want:    result{map[string]string{roleARN: "arn1"}, true},
+			want:    result{ann: map[string]string{roleARN: "arn1"}, found: true},
 			metric:  metrics.LookupFound,
 		},
 		{name: "not found", want: result{}, metric: metrics.LookupNotFound},
@@ -529,8 +531,8 @@ func TestLookupCallerCancelDoesNotCancelFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan result, 1)
 	go func() {
-		ann, ok := c.Lookup(ctx, "ns", "a")
-		first <- result{ann, ok}
+		ann, ok, _ := c.Lookup(ctx, "ns", "a")
+		first <- result{ann: ann, found: ok}
 	}()
 	waitFor(t, "the first caller to join", func() bool { return nJoined.Load() == 1 })
 	second := make(chan result, 1)
@@ -542,7 +544,7 @@ func TestLookupCallerCancelDoesNotCancelFlight(t *testing.T) {
 		t.Errorf("cancelled caller got %+v, want not found", got)
 	}
 	close(g.release)
-	if got, want := <-second, (result{map[string]string{roleARN: "arn1"}, true}); !got.equal(want) {
+	if got, want := <-second, (result{ann: map[string]string{roleARN: "arn1"}, found: true}); !got.equal(want) {
 		t.Errorf("other caller got %+v, want %+v", got, want)
 	}
 	if n := g.calls.Load(); n != 1 {
@@ -568,7 +570,7 @@ func TestLookupAfterSyncUsesAPIForNewServiceAccount(t *testing.T) {
 	c := New(Options{Client: client, AnnotationKeys: wantedKeys, GracePeriod: time.Minute, Metrics: m, Logger: discard})
 	run(t, c)
 
-	want := result{map[string]string{roleARN: "arn1"}, true}
+	want := result{ann: map[string]string{roleARN: "arn1"}, found: true}
 	if got := lookup(c, "ns", "new"); !got.equal(want) {
 		t.Fatalf("Lookup = %+v, want %+v", got, want)
 	}
@@ -582,7 +584,7 @@ func TestLookupAfterSyncUsesAPIForNewServiceAccount(t *testing.T) {
 	if err := watched.Tracker().Create(serviceAccounts, sa("ns", "new", nil), "ns"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the watch's add", func() bool { return lookup(c, "ns", "new").equal(result{nil, true}) })
+	waitFor(t, "the watch's add", func() bool { return lookup(c, "ns", "new").equal(result{ann: nil, found: true}) })
 	if err := watched.Tracker().Delete(serviceAccounts, "ns", "new"); err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +631,7 @@ func TestLookupHitDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
 	for _, name := range []string{"a", "b"} {
 		allocs := testing.AllocsPerRun(100, func() {
-			if _, ok := c.Lookup(ctx, "ns", name); !ok {
+			if _, ok, _ := c.Lookup(ctx, "ns", name); !ok {
 				t.Fatal("miss")
 			}
 		})
@@ -653,7 +655,7 @@ func BenchmarkLookupHit(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if ann, ok := c.Lookup(ctx, "ns-000", "app-000000"); !ok || ann == nil {
+		if ann, ok, _ := c.Lookup(ctx, "ns-000", "app-000000"); !ok || ann == nil {
 			b.Fatal("miss")
 		}
 	}
@@ -668,7 +670,7 @@ func BenchmarkLookupHitParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, ok := c.Lookup(ctx, "ns-001", "app-000001"); !ok {
+			if _, ok, _ := c.Lookup(ctx, "ns-001", "app-000001"); !ok {
 				b.Fatal("miss")
 			}
 		}

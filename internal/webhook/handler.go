@@ -33,9 +33,9 @@ const (
 )
 
 // ServiceAccounts finds a ServiceAccount's annotations; found is false when the
-// ServiceAccount does not exist (or could not be looked up in time).
+// ServiceAccount does not exist, err is set when that could not be told in time.
 type ServiceAccounts interface {
-	Lookup(ctx context.Context, namespace, name string) (annotations map[string]string, found bool)
+	Lookup(ctx context.Context, namespace, name string) (annotations map[string]string, found bool, err error)
 }
 
 // Handler serves POST /mutate.
@@ -191,8 +191,9 @@ func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionRe
 		ServiceAccount: saName,
 		PodAnnotations: pod.Annotations(),
 	}
+	var lookupErr error
 	if h.ServiceAccounts != nil {
-		in.SAAnnotations, _ = h.ServiceAccounts.Lookup(ctx, namespace, saName)
+		in.SAAnnotations, _, lookupErr = h.ServiceAccounts.Lookup(ctx, namespace, saName)
 	}
 	if h.Mapping != nil {
 		in.Mapping = h.Mapping()
@@ -201,6 +202,11 @@ func (h *Handler) admit(ctx context.Context, req *admissionRequest) (admissionRe
 		in.ContainerCredentials = h.ContainerCredentials()
 	}
 	id, warnings := h.Resolver.Resolve(in)
+	if lookupErr != nil {
+		// Admit anyway (never block pods on our side), but say so: the pod may
+		// be missing the identity its ServiceAccount's annotations give.
+		warnings = append(warnings, fmt.Sprintf("ServiceAccount %s/%s could not be read in time; its annotations were not applied", namespace, saName))
+	}
 	res := h.Injector.Inject(pod, id)
 	warnings = append(warnings, res.Warnings...)
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"net/http"
 	"net/http/httptest"
@@ -705,4 +706,38 @@ func TestGoldenDeployment3c(t *testing.T) {
 	pod := applyPatch(t, requestObject(t, body), decoded)
 	allContainers(checkIRSAContainer(testRoleARN, testIRSATokenFile, true))(t, pod)
 	checkTokenVolume("aws-iam-token", "sts.amazonaws.com", "token", 86400)(t, pod)
+}
+
+// failingSAs cannot tell whether a ServiceAccount exists, as when the API
+// server does not answer within the grace period.
+type failingSAs struct{}
+
+func (failingSAs) Lookup(context.Context, string, string) (map[string]string, bool, error) {
+	return nil, false, errors.New("timed out")
+}
+
+// A ServiceAccount that cannot be read in time does not block the pod, but the
+// user is told its annotations were not applied; the mapping still applies.
+func TestServeHTTPServiceAccountLookupFailureWarns(t *testing.T) {
+	h, _ := testHandler(t)
+	h.ServiceAccounts = failingSAs{}
+	for _, tt := range []struct {
+		name, namespace, sa string
+		patched             bool
+	}{
+		{"annotated ServiceAccount", "default", "app", false},
+		{"mapped ServiceAccount", "team", "mapped", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(func(p *corev1.Pod) { p.Namespace, p.Spec.ServiceAccountName = tt.namespace, tt.sa })
+			rv := decodeResponse(t, post(h, "application/json", reviewBody(t, pod, reviewOpts{})))
+			if !rv.Response.Allowed || (rv.Response.Patch != nil) != tt.patched {
+				t.Fatalf("allowed %v, patched %v; want allowed, patched %v", rv.Response.Allowed, rv.Response.Patch != nil, tt.patched)
+			}
+			want := "podiam: ServiceAccount " + tt.namespace + "/" + tt.sa + " could not be read in time"
+			if len(rv.Response.Warnings) != 1 || !strings.HasPrefix(rv.Response.Warnings[0], want) {
+				t.Fatalf("warnings %q, want one starting %q", rv.Response.Warnings, want)
+			}
+		})
+	}
 }

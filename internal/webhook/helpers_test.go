@@ -28,9 +28,9 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // staticSAs is a fixed ServiceAccount store keyed by "namespace/name".
 type staticSAs map[string]map[string]string
 
-func (s staticSAs) Lookup(_ context.Context, ns, name string) (map[string]string, bool) {
+func (s staticSAs) Lookup(_ context.Context, ns, name string) (map[string]string, bool, error) {
 	a, ok := s[ns+"/"+name]
-	return a, ok
+	return a, ok, nil
 }
 
 // Identities known to testHandler.
