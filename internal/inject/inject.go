@@ -224,24 +224,37 @@ func missingEnv(ctr *container, groups []envGroup) ([]jsonValue, []partialGroup)
 	var out []jsonValue
 	var partial []partialGroup
 	for _, g := range groups {
-		var present, missing []string
+		present := 0
 		for _, v := range g.vars {
 			if hasEnv(ctr, v.name) {
-				present = append(present, v.name)
-			} else {
-				missing = append(missing, v.name)
+				present++
 			}
 		}
 		switch {
-		case len(present) == 0:
+		case present == 0:
 			for i := range g.vars {
 				out = append(out, &g.vars[i]) // a pointer converts to an interface without allocating
 			}
-		case len(missing) > 0 && g.credentials:
-			partial = append(partial, partialGroup{strings.Join(present, ", "), strings.Join(missing, ", ")})
+		case present < len(g.vars) && g.credentials:
+			var p partialGroup
+			for _, v := range g.vars {
+				if hasEnv(ctr, v.name) {
+					p.present = join(p.present, v.name)
+				} else {
+					p.missing = join(p.missing, v.name)
+				}
+			}
+			partial = append(partial, p)
 		}
 	}
 	return out, partial
+}
+
+func join(list, name string) string {
+	if list == "" {
+		return name
+	}
+	return list + ", " + name
 }
 
 func hasEnv(ctr *container, name string) bool {
@@ -297,12 +310,13 @@ func volumeConflict(pod *Pod, t target) (string, bool) {
 // different mounts of one directory.
 func mountConflict(ctr *container, t target) (string, bool) {
 	ours := path.Clean(t.mountPath)
+	inside := ours + "/"
 	for _, m := range ctr.VolumeMounts {
 		theirs := path.Clean(m.MountPath)
 		switch {
 		case m.Name == t.volume && theirs != ours:
 			return fmt.Sprintf("container %q mounts %q at %q, not %q; container skipped", ctr.Name, t.volume, m.MountPath, t.mountPath), false
-		case m.Name != t.volume && (theirs == ours || strings.HasPrefix(theirs, ours+"/")):
+		case m.Name != t.volume && (theirs == ours || strings.HasPrefix(theirs, inside)):
 			return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, m.MountPath, m.Name), false
 		}
 	}
