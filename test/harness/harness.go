@@ -102,7 +102,8 @@ func (w *Webhook) MetricsURL() string {
 	return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.o.MetricsPort)
 }
 
-// StartWebhook starts the process and waits until /readyz answers 200.
+// StartWebhook starts the process and waits until /readyz answers 200. If it
+// does not, the process is killed and the error holds its logs.
 func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
 	ports, err := FreePorts(2)
 	if err != nil {
@@ -121,6 +122,7 @@ func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
 		}
 	}
 	if err := w.Start(ctx); err != nil {
+		w.Kill() // the caller gets no handle: do not leave a process behind that never became ready
 		return nil, err
 	}
 	return w, nil
