@@ -581,47 +581,62 @@ func TestServerProfilingIsOptIn(t *testing.T) {
 	}
 }
 
-// With a shutdown delay the server keeps answering, with /readyz failing, so
-// the API server can stop routing to it before the listener closes.
-func TestServerShutdownDelayFailsReadinessFirst(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// rawServer is a Server started on fresh loopback listeners with a
+// self-signed certificate, for tests that need their own Server settings.
+type rawServer struct {
+	addr, metricsAddr string
+	cert              testCert
+	cancel            context.CancelFunc
+	done              chan error
+}
+
+// startRawServer serves srv (its TLS built from suites) until the returned
+// server's cancel is called; Serve's result arrives on done.
+func startRawServer(t *testing.T, srv *Server, suites string) *rawServer {
+	t.Helper()
+	var lns [2]net.Listener
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
 	}
 	c := newTestCert(t, 7)
 	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := TLSConfig("1.2", "", func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil })
-	if err != nil {
+	if srv.TLS, err = TLSConfig("1.2", suites, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }); err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Mutate: http.NotFoundHandler(), TLS: tlsCfg, Gatherer: prometheus.NewRegistry(),
-		ShutdownDelay: 2 * time.Second, Logger: discardLogger()}
+	srv.Gatherer, srv.Logger = prometheus.NewRegistry(), discardLogger()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, mln) }()
+	rs := &rawServer{addr: lns[0].Addr().String(), metricsAddr: lns[1].Addr().String(), cert: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { rs.done <- srv.Serve(ctx, lns[0], lns[1]) }()
+	return rs
+}
+
+// With a shutdown delay the server keeps answering, with /readyz failing, so
+// the API server can stop routing to it before the listener closes.
+func TestServerShutdownDelayFailsReadinessFirst(t *testing.T) {
+	rs := startRawServer(t, &Server{Mutate: http.NotFoundHandler(), ShutdownDelay: 2 * time.Second}, "")
 	client := &http.Client{Timeout: 5 * time.Second}
-	readyz := "http://" + mln.Addr().String() + "/readyz"
+	readyz := "http://" + rs.metricsAddr + "/readyz"
 	eventually(t, 5*time.Second, "ready", func() bool { code, _ := get(t, client, readyz); return code == http.StatusOK })
 
-	cancel()
+	rs.cancel()
 	eventually(t, 2*time.Second, "readyz fails while draining", func() bool {
 		code, body := get(t, client, readyz)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "shutting down")
 	})
 	select {
-	case err := <-done:
+	case err := <-rs.done:
 		t.Fatalf("Serve returned before the shutdown delay: %v", err)
 	default:
 	}
 	select {
-	case err := <-done:
+	case err := <-rs.done:
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -632,37 +647,21 @@ func TestServerShutdownDelayFailsReadinessFirst(t *testing.T) {
 
 // A cipher suite list without an HTTP/2-capable suite still serves (HTTP/1.1).
 func TestServerServesWithAES256OnlySuites(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newTestCert(t, 8)
-	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const suite = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
-	tlsCfg, err := TLSConfig("1.2", suite, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Mutate: http.NotFoundHandler(), TLS: tlsCfg, Gatherer: prometheus.NewRegistry(), Logger: discardLogger()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	rs := startRawServer(t, &Server{Mutate: http.NotFoundHandler()}, suite)
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		rs.cancel()
+		if err := <-rs.done; err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
 	}()
 	roots := x509.NewCertPool()
-	roots.AddCert(c.cert)
+	roots.AddCert(rs.cert.cert)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: roots, ServerName: "localhost", MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}}, ForceAttemptHTTP2: true}}
 	eventually(t, 5*time.Second, "healthz over TLS 1.2 with "+suite, func() bool {
-		code, _ := get(t, client, "https://"+ln.Addr().String()+"/healthz")
+		code, _ := get(t, client, "https://"+rs.addr+"/healthz")
 		return code == http.StatusOK
 	})
 }
