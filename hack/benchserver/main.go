@@ -78,7 +78,7 @@ func run(addr string) error {
 func selfSigned() (tls.Certificate, error) {
 	pol := certs.Policy{CAValidity: time.Hour, CertValidity: time.Hour, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}
 	now := time.Now()
-	b, err := certs.Apply(nil, certs.Decide(nil, pol, now), pol, now)
+	b, err := certs.NewBundle(pol, now)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

@@ -129,6 +129,11 @@ func Apply(b *Bundle, p Plan, pol Policy, now time.Time) (*Bundle, error) {
 	return out, nil
 }
 
+// NewBundle returns a new CA and a serving certificate it signed.
+func NewBundle(pol Policy, now time.Time) (*Bundle, error) {
+	return Apply(nil, Decide(nil, pol, now), pol, now)
+}
+
 func newCA(validity time.Duration, now time.Time) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -16,7 +16,7 @@ var (
 
 func fresh(t *testing.T, now time.Time) *Bundle {
 	t.Helper()
-	b, err := Apply(nil, Decide(nil, pol, now), pol, now)
+	b, err := NewBundle(pol, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestDecodeRejectsCorruptData(t *testing.T) {
 // at issuance because of the back-dated NotBefore.
 func TestShortLifetimeIsNotDueAtOnce(t *testing.T) {
 	short := Policy{CAValidity: 60 * time.Second, CertValidity: 20 * time.Second, DNSNames: pol.DNSNames}
-	b, err := Apply(nil, Decide(nil, short, t0), short, t0)
+	b, err := NewBundle(short, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

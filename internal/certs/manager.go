@@ -144,7 +144,7 @@ func (m *Manager) syncSecret(ctx context.Context) (*Bundle, error) {
 		now := m.o.Now()
 		s, err := secrets.Get(ctx, m.o.SecretName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			b, err := Apply(nil, Decide(nil, m.o.Policy, now), m.o.Policy, now)
+			b, err := NewBundle(m.o.Policy, now)
 			if err != nil {
 				return nil, err
 			}

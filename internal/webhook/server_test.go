@@ -143,14 +143,7 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 	if o.mutate != nil {
 		mutate = o.mutate(h)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, mln := listenPair(t)
 	srv := &Server{Mutate: mutate, TLS: tlsCfg, Gatherer: reg, Checks: o.checks, ShutdownTimeout: 10 * time.Second, Logger: discardLogger()}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{
@@ -538,14 +531,7 @@ func TestServerGracefulShutdown(t *testing.T) {
 
 func TestServerServeFailsWhenAListenerFails(t *testing.T) {
 	silenceControllerRuntime.Do(func() { ctrllog.SetLogger(logr.Discard()) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, mln := listenPair(t)
 	mln.Close() // the metrics server's Accept fails at once
 	h, _ := testHandler(t)
 	srv := &Server{Mutate: h, TLS: &tls.Config{}, Gatherer: prometheus.NewRegistry(), Logger: discardLogger()}
@@ -594,14 +580,7 @@ type rawServer struct {
 // server's cancel is called; Serve's result arrives on done.
 func startRawServer(t *testing.T, srv *Server, suites string) *rawServer {
 	t.Helper()
-	var lns [2]net.Listener
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i] = ln
-	}
+	ln, mln := listenPair(t)
 	c := newTestCert(t, 7)
 	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
 	if err != nil {
@@ -612,8 +591,8 @@ func startRawServer(t *testing.T, srv *Server, suites string) *rawServer {
 	}
 	srv.Gatherer, srv.Logger = prometheus.NewRegistry(), discardLogger()
 	ctx, cancel := context.WithCancel(context.Background())
-	rs := &rawServer{addr: lns[0].Addr().String(), metricsAddr: lns[1].Addr().String(), cert: c, cancel: cancel, done: make(chan error, 1)}
-	go func() { rs.done <- srv.Serve(ctx, lns[0], lns[1]) }()
+	rs := &rawServer{addr: ln.Addr().String(), metricsAddr: mln.Addr().String(), cert: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { rs.done <- srv.Serve(ctx, ln, mln) }()
 	return rs
 }
 
@@ -664,4 +643,18 @@ func TestServerServesWithAES256OnlySuites(t *testing.T) {
 		code, _ := get(t, client, "https://"+rs.addr+"/healthz")
 		return code == http.StatusOK
 	})
+}
+
+// listenPair opens the admission and metrics listeners on free loopback ports.
+func listenPair(t *testing.T) (net.Listener, net.Listener) {
+	t.Helper()
+	var lns [2]net.Listener
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+	}
+	return lns[0], lns[1]
 }
