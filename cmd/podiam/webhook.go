@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -44,32 +45,38 @@ const (
 // webhookFlags are the flags of `podiam webhook`, spelled as the Amazon EKS pod
 // identity webhook spells them so that an existing Deployment can switch images.
 type webhookFlags struct {
-	port, metricsPort                       int
-	kubeconfig                              string
-	tlsCert, tlsKey                         string
-	tlsMinVersion, tlsCipherSuites          string
-	namespace, serviceName                  string
-	annotationPrefix                        string
-	tokenAudience, tokenMountPath           string
-	tokenExpiration                         int64
-	region                                  string
-	regionalSTS                             bool
-	watchConfigMap                          bool
-	ccConfig, ccAudience, ccMountPath       string
-	ccVolumeName, ccTokenPath, ccFullURI    string
-	saGracePeriod, resyncPeriod             time.Duration
-	roleSessionName                         string
-	shutdownTimeout, shutdownDelay          time.Duration
-	logFormat, logLevel                     string
-	legacyInCluster, legacyTLSSecret        string
-	legacyLogToStderr, legacyAlsoLogToStder string
-	legacyVerbosity                         string
-	certMode, certSecretName                string
-	webhookConfigName                       string
-	certExtraNames                          []string
-	certValidity, caValidity                time.Duration
-	certCheckInterval                       time.Duration
-	profiling                               bool
+	port, metricsPort                    int
+	kubeconfig, kubeAPI                  string
+	tlsCert, tlsKey                      string
+	tlsMinVersion, tlsCipherSuites       string
+	namespace, serviceName               string
+	annotationPrefix                     string
+	tokenAudience, tokenMountPath        string
+	tokenExpiration                      int64
+	region                               string
+	regionalSTS                          bool
+	watchConfigMap                       bool
+	ccConfig, ccAudience, ccMountPath    string
+	ccVolumeName, ccTokenPath, ccFullURI string
+	saGracePeriod, resyncPeriod          time.Duration
+	roleSessionName                      string
+	shutdownTimeout, shutdownDelay       time.Duration
+	logFormat, logLevel                  string
+	showVersion                          bool
+	composeRoleARN                       bool
+	awsAccountID, awsPartition           string
+	inCluster, debugHandlers             bool // accepted, ignored (compat.go)
+	tlsSecret                            string
+	certMode, certSecretName             string
+	webhookConfigName                    string
+	certExtraNames                       []string
+	certValidity, caValidity             time.Duration
+	certCheckInterval                    time.Duration
+	profiling                            bool
+	maxInFlightBytes                     string
+	http2MaxStreams                      int
+	maxConnections                       int
+	clientCAFile                         string
 }
 
 // Certificate modes of --cert-mode.
@@ -79,21 +86,33 @@ const (
 )
 
 func newWebhookCommand() *cobra.Command {
-	var f webhookFlags
+	cmd, _ := webhookCommand()
+	return cmd
+}
+
+// webhookCommand returns the command and the flag values it parses into.
+func webhookCommand() (*cobra.Command, *webhookFlags) {
+	f := &webhookFlags{}
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Run the mutating admission webhook that injects IRSA and Pod Identity credentials",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.showVersion { // as the Amazon webhook: print, exit 0, touch nothing
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String())
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return runWebhook(ctx, cmd.Flags(), f)
+			return runWebhook(ctx, cmd.Flags(), *f)
 		},
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&f.port, "port", 443, "HTTPS port of the admission endpoint")
 	fs.IntVar(&f.metricsPort, "metrics-port", 9999, "HTTP port of /metrics, /healthz and /readyz (0 disables)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG")
+	fs.StringVar(&f.kubeAPI, "kube-api", "", "API server URL; overrides the server of the kubeconfig or in-cluster config")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&f.tlsCert, "tls-cert", "/etc/webhook/certs/tls.crt", "serving certificate, reloaded when it changes")
 	fs.StringVar(&f.tlsKey, "tls-key", "/etc/webhook/certs/tls.key", "serving key, reloaded when it changes")
 	fs.StringVar(&f.certMode, "cert-mode", certModeFile, `"file": serve --tls-cert/--tls-key (cert-manager, Secret volumes); "self-managed": keep an own CA and certificate in a Secret`)
@@ -102,7 +121,7 @@ func newWebhookCommand() *cobra.Command {
 	fs.StringSliceVar(&f.certExtraNames, "cert-extra-names", nil, "self-managed: extra DNS names or IP addresses for the serving certificate")
 	fs.DurationVar(&f.certValidity, "cert-validity", certs.DefaultCertValidity, "self-managed: serving certificate lifetime (renewed in its last third)")
 	fs.DurationVar(&f.caValidity, "ca-validity", certs.DefaultCAValidity, "self-managed: CA lifetime (rotated in its last third)")
-	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", certs.DefaultCheckInterval, "self-managed: how often the Secret and caBundle are checked")
+	fs.DurationVar(&f.certCheckInterval, "cert-check-interval", certs.DefaultCheckInterval, "self-managed: longest time between checks of the Secret and caBundle, which are also watched")
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version (1.2 or 1.3)")
 	fs.StringVar(&f.tlsCipherSuites, "tls-cipher-suites", "", "comma-separated TLS 1.2 cipher suites (IANA names); empty means Go's defaults")
 	fs.StringVar(&f.namespace, "namespace", "eks", "namespace of the webhook and of its ConfigMap")
@@ -110,10 +129,14 @@ func newWebhookCommand() *cobra.Command {
 	fs.StringVar(&f.annotationPrefix, "annotation-prefix", identity.DefaultAnnotationPrefix, "prefix of the annotations podiam reads")
 	fs.StringVar(&f.tokenAudience, "token-audience", "sts.amazonaws.com", "default audience of IRSA tokens")
 	fs.StringVar(&f.tokenMountPath, "token-mount-path", inject.DefaultTokenMountPath, "where the IRSA token is mounted")
-	fs.Int64Var(&f.tokenExpiration, "token-expiration", 86400, "default token lifetime in seconds (at least 600)")
+	fs.Int64Var(&f.tokenExpiration, "token-expiration", 86400, "default token lifetime in seconds; less than 600 is raised to 600")
 	fs.StringVar(&f.region, "aws-default-region", "", "if set, injected as AWS_DEFAULT_REGION and AWS_REGION")
 	fs.BoolVar(&f.regionalSTS, "sts-regional-endpoint", false, "inject AWS_STS_REGIONAL_ENDPOINTS=regional by default")
 	fs.BoolVar(&f.watchConfigMap, "watch-config-map", false, "read the ServiceAccount-to-role mapping from the ConfigMap "+ConfigMapName)
+	fs.BoolVar(&f.composeRoleARN, "compose-role-arn", false,
+		"a role-arn annotation or mapping RoleARN may be a role name and path; the ARN is composed with --aws-account-id and --aws-partition")
+	fs.StringVar(&f.awsAccountID, "aws-account-id", "", "with --compose-role-arn: the 12-digit account that owns the roles")
+	fs.StringVar(&f.awsPartition, "aws-partition", "", "with --compose-role-arn: the ARN partition; empty means the partition of --aws-default-region, else aws")
 	fs.StringVar(&f.ccConfig, "watch-container-credentials-config", "", "file listing the ServiceAccounts that get Pod Identity")
 	fs.StringVar(&f.ccAudience, "container-credentials-audience", "pods.eks.amazonaws.com", "audience of Pod Identity tokens")
 	fs.StringVar(&f.ccMountPath, "container-credentials-token-mount-path", inject.DefaultContainerCredsMountPath, "where the Pod Identity token is mounted")
@@ -128,50 +151,42 @@ func newWebhookCommand() *cobra.Command {
 		"on SIGTERM, keep serving this long with /readyz failing, so the API server stops calling before the listener closes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to drain in-flight requests on SIGTERM")
 	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics port")
+	fs.StringVar(&f.maxInFlightBytes, "max-in-flight-bytes", resource.NewQuantity(webhook.DefaultMaxInFlightBytes, resource.BinarySI).String(),
+		"admission request bodies served at once, as declared, each counted as at least 64Ki; the excess is answered 429 with Retry-After, which the API server retries")
+	fs.IntVar(&f.http2MaxStreams, "http2-max-concurrent-streams", webhook.DefaultHTTP2MaxConcurrentStreams, "streams per HTTP/2 connection")
+	fs.IntVar(&f.maxConnections, "max-connections", webhook.DefaultMaxConnections, "open connections of the admission port; one beyond closes the longest-idle one")
+	fs.StringVar(&f.clientCAFile, "client-ca-file", "", "if set, /mutate requires a client certificate signed by a CA in this PEM file (the API server's admission kubeconfig); reloaded when it changes")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	// Flags of the Amazon webhook that mean nothing here; accepted so its
-	// manifests keep working. The boolean ones may stand alone; the others take
-	// a value, also as a separate word (`--tls-secret name`, `--v 2`).
-	for _, l := range []struct {
-		p      *string
-		name   string
-		isBool bool
-	}{{&f.legacyInCluster, "in-cluster", true}, {&f.legacyTLSSecret, "tls-secret", false},
-		{&f.legacyLogToStderr, "logtostderr", true}, {&f.legacyAlsoLogToStder, "alsologtostderr", true}, {&f.legacyVerbosity, "v", false}} {
-		fs.StringVar(l.p, l.name, "", "ignored (Amazon EKS pod identity webhook compatibility)")
-		if l.isBool {
-			fs.Lookup(l.name).NoOptDefVal = "true"
-		}
-		_ = fs.MarkHidden(l.name)
-	}
-	return cmd
+	addAmazonCompatFlags(fs, f)
+	return cmd, f
 }
 
 func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
-	logger, err := newLogger(f.logFormat, f.logLevel)
+	v, err := validateFlags(fs, &f)
 	if err != nil {
 		return err
 	}
+	logger := newLogger(f.logFormat, v.logLevel)
 	slog.SetDefault(logger)
 	// client-go (klog) and controller-runtime's certificate watcher log through
 	// their own globals; send both to the same structured log.
 	klog.SetSlogLogger(logger)
 	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	logger.Info("starting", "version", version.String())
-	for _, name := range []string{"in-cluster", "tls-secret", "logtostderr", "alsologtostderr", "v"} {
-		if fs.Changed(name) {
-			logger.Info("ignoring flag kept for compatibility", "flag", "--"+name)
-		}
-	}
-	if f.tokenExpiration < identity.MinTokenExpiration || f.tokenExpiration > identity.MaxTokenExpiration {
-		return fmt.Errorf("--token-expiration=%d: want %d to %d seconds", f.tokenExpiration, identity.MinTokenExpiration, identity.MaxTokenExpiration)
-	}
-	if f.roleSessionName != "" && f.roleSessionName != identity.RoleSessionNamePodName {
-		return fmt.Errorf("--role-session-name=%q: only %q is supported", f.roleSessionName, identity.RoleSessionNamePodName)
+	for _, w := range v.warnings {
+		logger.Warn(w)
 	}
 
-	cfg, err := restConfig(f.kubeconfig)
+	var clientCAs *webhook.ClientCAs
+	if f.clientCAFile != "" {
+		// Before anything connects: a wrong path must stop the start at once.
+		if clientCAs, err = webhook.LoadClientCAs(f.clientCAFile, logger); err != nil {
+			return fmt.Errorf("--client-ca-file: %w", err)
+		}
+	}
+
+	cfg, err := restConfig(f.kubeconfig, f.kubeAPI)
 	if err != nil {
 		return err
 	}
@@ -199,16 +214,16 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 	go sas.Run(ctx)
 	checks := []webhook.ReadyCheck{{Name: "serviceaccount-cache", Ready: sas.HasSynced}}
 
-	handler := &webhook.Handler{
-		Resolver: &identity.Resolver{Keys: keys, Defaults: identity.Defaults{
+	handlerOpts := webhook.HandlerOptions{
+		AnnotationPrefix: f.annotationPrefix,
+		Defaults: identity.Defaults{
 			Audience: f.tokenAudience, RegionalSTS: f.regionalSTS, TokenExpiration: f.tokenExpiration,
 			ContainerCredentialsAudience: f.ccAudience, SessionNameFromPod: f.roleSessionName == identity.RoleSessionNamePodName,
-		}},
-		Injector: &inject.Config{
-			Keys: keys, TokenMountPath: f.tokenMountPath, Region: f.region,
-			ContainerCredsMountPath: f.ccMountPath, ContainerCredsVolumeName: f.ccVolumeName,
-			ContainerCredsTokenPath: f.ccTokenPath, ContainerCredsFullURI: f.ccFullURI,
+			ComposeRoleARN: v.composer,
 		},
+		TokenMountPath: f.tokenMountPath, Region: f.region,
+		ContainerCredsMountPath: f.ccMountPath, ContainerCredsVolumeName: f.ccVolumeName,
+		ContainerCredsTokenPath: f.ccTokenPath, ContainerCredsFullURI: f.ccFullURI,
 		ServiceAccounts: sas,
 		Metrics:         m,
 		Logger:          logger,
@@ -219,7 +234,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 			ResyncPeriod: f.resyncPeriod, Metrics: m, Logger: logger,
 		})
 		go mw.Run(ctx)
-		handler.Mapping = mw.Current
+		handlerOpts.Mapping = mw.Current
 		checks = append(checks, webhook.ReadyCheck{Name: "configmap", Ready: mw.HasSynced})
 	}
 	if f.ccConfig != "" {
@@ -228,7 +243,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 			return err
 		}
 		go fw.Run(ctx)
-		handler.ContainerCredentials = fw.Current
+		handlerOpts.ContainerCredentials = fw.Current
 	}
 
 	getCert, certReady, err := certificateSource(ctx, f, clientset, logger)
@@ -239,6 +254,9 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 	tlsCfg, err := webhook.TLSConfig(f.tlsMinVersion, f.tlsCipherSuites, getCert)
 	if err != nil {
 		return err
+	}
+	if clientCAs != nil {
+		webhook.RequireClientCerts(tlsCfg, clientCAs)
 	}
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.port)))
@@ -253,8 +271,10 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		}
 	}
 	srv := &webhook.Server{
-		Mutate: handler, TLS: tlsCfg, Gatherer: reg, Checks: checks,
+		Mutate: webhook.NewHandler(handlerOpts), TLS: tlsCfg, Gatherer: reg, Checks: checks,
 		ShutdownDelay: f.shutdownDelay, ShutdownTimeout: f.shutdownTimeout, Logger: logger, Profiling: f.profiling,
+		Metrics: m, MaxInFlightBytes: v.maxInFlightBytes, HTTP2MaxConcurrentStreams: f.http2MaxStreams,
+		MaxConnections: f.maxConnections, RequireClientCert: clientCAs != nil,
 	}
 	return srv.Serve(ctx, ln, metricsLn)
 }
@@ -301,33 +321,37 @@ func certificateSource(ctx context.Context, f webhookFlags, client kubernetes.In
 }
 
 // restConfig loads --kubeconfig, else the in-cluster config, else $KUBECONFIG or
-// ~/.kube/config, as kubectl does.
-func restConfig(kubeconfig string) (*rest.Config, error) {
+// ~/.kube/config, as kubectl does. A non-empty kubeAPI (--kube-api) replaces only
+// the server URL and keeps that config's credentials. The Amazon webhook's
+// clientcmd.BuildConfigFromFlags differs there: given --kube-api without
+// --kubeconfig it builds an anonymous config of only that URL (the README lists
+// the difference).
+func restConfig(kubeconfig, kubeAPI string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		if cfg, err := rest.InClusterConfig(); err == nil {
+			if kubeAPI != "" {
+				cfg.Host = kubeAPI
+			}
 			return cfg, nil
 		}
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	overrides := &clientcmd.ConfigOverrides{}
+	overrides.ClusterInfo.Server = kubeAPI
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	return cfg, nil
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level=%q: %w", level, err)
+// newLogger returns the process's logger: JSON, or text for --log-format=text
+// (validateFlags has checked the format).
+func newLogger(format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format=%q: want json or text", format)
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }

@@ -23,8 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podiam/podiam/internal/testcluster"
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testcluster"
 )
 
 func main() {
@@ -61,7 +61,7 @@ func run(n, namespaces, workers int) error {
 		return err
 	}
 	for i := range namespaces {
-		if err := cluster.EnsureNamespace(ctx, fmt.Sprintf("ns-%03d", i)); err != nil {
+		if err := cluster.EnsureNamespace(ctx, fmt.Sprintf("ns-%03d", i), nil); err != nil {
 			return err
 		}
 	}

@@ -18,8 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podiam/podiam/internal/testcluster"
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testcluster"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 const (
@@ -64,11 +65,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	for _, ns := range []string{webhookNamespace, appNamespace} {
-		if err := cluster.EnsureNamespace(ctx, ns); err != nil {
+		if err := cluster.EnsureNamespace(ctx, ns, nil); err != nil {
 			return err
 		}
 	}
-	ports, err := harness.FreePorts(2)
+	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		return err
 	}

@@ -160,44 +160,64 @@ func newCA(validity time.Duration, now time.Time) (*x509.Certificate, crypto.Sig
 }
 
 func (b *Bundle) issue(pol Policy, now time.Time) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generating serving key: %w", err)
-	}
-	notAfter := now.Add(pol.CertValidity)
-	if ca := b.CAs[0]; notAfter.After(ca.NotAfter) {
-		notAfter = ca.NotAfter // a certificate must not outlive its issuer
-	}
 	cn := "podiam-webhook"
 	if len(pol.DNSNames) > 0 {
 		cn = pol.DNSNames[0]
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     pol.DNSNames,
-		IPAddresses:  pol.IPs,
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	l, err := b.sign("serving", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    pol.DNSNames,
+		IPAddresses: pol.IPs,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, pol.CertValidity, now)
+	if err != nil {
+		return err
+	}
+	b.Cert, b.Key, b.certPEM, b.keyPEM = l.cert, l.key, l.certPEM, l.keyPEM
+	return nil
+}
+
+// leaf is a certificate signed by a bundle's CA, with its new key.
+type leaf struct {
+	cert            *x509.Certificate
+	key             crypto.Signer
+	certPEM, keyPEM []byte
+}
+
+// sign issues tmpl (its names and usages) for a new key, signed by the current
+// CA: it sets the serial number and the validity, from now back-dated to
+// validity ahead but never past the CA's own expiry. what names the
+// certificate in errors.
+func (b *Bundle) sign(what string, tmpl *x509.Certificate, validity time.Duration, now time.Time) (leaf, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return leaf{}, fmt.Errorf("generating %s key: %w", what, err)
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore = now.Add(-backdate)
+	tmpl.NotAfter = now.Add(validity)
+	if ca := b.CAs[0]; tmpl.NotAfter.After(ca.NotAfter) {
+		tmpl.NotAfter = ca.NotAfter // a certificate must not outlive its issuer
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.CAs[0], key.Public(), b.CAKey)
 	if err != nil {
-		return fmt.Errorf("creating serving certificate: %w", err)
+		return leaf{}, fmt.Errorf("creating %s certificate: %w", what, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("parsing serving certificate: %w", err)
+		return leaf{}, fmt.Errorf("parsing %s certificate: %w", what, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return fmt.Errorf("encoding serving key: %w", err)
+		return leaf{}, fmt.Errorf("encoding %s key: %w", what, err)
 	}
-	b.Cert, b.Key = cert, key
-	b.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	b.keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	return nil
+	return leaf{
+		cert:    cert,
+		key:     key,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}, nil
 }
 
 func serial() *big.Int {

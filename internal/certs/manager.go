@@ -38,7 +38,10 @@ type Options struct {
 	// the CA bundle. Empty: none is patched.
 	WebhookConfigName string
 	Policy            Policy
-	// CheckInterval is how often the Secret and webhook configuration are checked.
+	// CheckInterval is the longest time between two checks of the Secret and
+	// webhook configuration. Run also checks whenever either changes (watched)
+	// and when a rotation is due; this interval is the backstop for missed
+	// events.
 	CheckInterval time.Duration
 	Now           func() time.Time
 	Logger        *slog.Logger
@@ -84,43 +87,28 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 // Ready reports whether a certificate is being served.
 func (m *Manager) Ready() bool { return m.current.Load() != nil }
 
-// Run reconciles until ctx is done: at the check interval, and sooner (with
-// backoff from one second) after a failure, so a brief API error does not keep
-// the webhook unready for a whole interval.
-func (m *Manager) Run(ctx context.Context) {
-	retry := time.Second
-	for {
-		wait := m.o.CheckInterval
-		if err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			m.o.Logger.Error("reconciling webhook certificates", "error", err, "retryIn", retry.String())
-			wait = min(retry, wait)
-			retry = min(2*retry, m.o.CheckInterval)
-		} else {
-			retry = time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
 // Reconcile makes one pass: read or create the Secret, rotate what is due, write
 // the CA bundle into the webhook configuration, then serve the certificate. The
 // bundle is written before a new certificate is served, so the API server never
 // sees a certificate from a CA it does not trust yet.
 func (m *Manager) Reconcile(ctx context.Context) error {
+	_, err := m.reconcile(ctx)
+	return err
+}
+
+// reconcile is Reconcile returning the bundle now served, from which Run
+// computes when the next rotation is due.
+func (m *Manager) reconcile(ctx context.Context) (*Bundle, error) {
 	b, err := m.syncSecret(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := m.syncWebhookConfig(ctx, b); err != nil {
-		return err
+		return nil, err
 	}
 	cert, err := b.TLSCertificate()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if prev := m.servedCert.Load(); prev == nil || !bytes.Equal(*prev, b.Cert.Raw) {
 		raw := b.Cert.Raw
@@ -129,7 +117,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			"notAfter", b.Cert.NotAfter.UTC().Format(time.RFC3339), "dnsNames", b.Cert.DNSNames)
 	}
 	m.current.Store(cert)
-	return nil
+	return b, nil
 }
 
 // syncSecret returns the bundle in the Secret after any rotation, creating or
@@ -217,15 +205,32 @@ func (m *Manager) secret(data map[string][]byte) *corev1.Secret {
 }
 
 // syncWebhookConfig makes every webhook of the configuration trust the bundle's
-// CAs. CAs already in a webhook's caBundle that are still valid are kept after
-// ours: a replica that has not yet seen another replica's rotation must not
-// remove the new CA that replica's certificate is signed by. The JSON patch's
-// test operations pin each index to its webhook's name and the caBundle read,
-// so a concurrent edit fails the patch instead of being overwritten.
+// CAs. A patch that fails because the configuration changed since it was read
+// (usually another replica reacting to the same event, which wrote the same
+// caBundle) is tried again on a fresh read.
 func (m *Manager) syncWebhookConfig(ctx context.Context, b *Bundle) error {
 	if m.o.WebhookConfigName == "" {
 		return nil
 	}
+	for attempt := 1; ; attempt++ {
+		err := m.patchCABundle(ctx, b)
+		// A failed test operation is answered 422 Invalid.
+		if attempt < 5 && (apierrors.IsInvalid(err) || apierrors.IsConflict(err)) {
+			continue
+		}
+		return err
+	}
+}
+
+// patchCABundle patches the caBundle of every webhook whose caBundle is not
+// what it should be, and only those: writing only when the content differs is
+// what keeps the watch event of this write from leading to another. CAs
+// already in a webhook's caBundle that are still valid are kept after ours: a
+// replica that has not yet seen another replica's rotation must not remove the
+// new CA that replica's certificate is signed by. The JSON patch's test
+// operations pin each index to its webhook's name and the caBundle read, so a
+// concurrent edit fails the patch instead of being overwritten.
+func (m *Manager) patchCABundle(ctx context.Context, b *Bundle) error {
 	cfgs := m.o.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	cfg, err := cfgs.Get(ctx, m.o.WebhookConfigName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

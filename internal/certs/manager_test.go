@@ -14,10 +14,12 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podiam/podiam/internal/testcluster"
+	"github.com/podiam/podiam/test/testcluster"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // These tests run against a real kube-apiserver: optimistic concurrency, JSON
@@ -72,16 +74,35 @@ func newManager(cs kubernetes.Interface, ns, webhookConfig string, clk *clock) *
 	})
 }
 
-func namespace(t *testing.T, cs kubernetes.Interface, name string) {
+// namespace creates a namespace named prefix plus a random suffix, so that
+// runs sharing the API server (go test -count=2) never meet, and returns it.
+func namespace(t *testing.T, cs kubernetes.Interface, prefix string) string {
 	t.Helper()
+	name := testutil.UniqueName(prefix)
 	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { deleteNamespace(t, cs, name) })
+	return name
 }
 
-func webhookConfig(t *testing.T, cs kubernetes.Interface, name string, webhooks ...string) {
+// deleteNamespace deletes namespace name, if it exists. The test cluster has no
+// namespace controller to empty it, so it stays Terminating with what the test
+// left in it, but accepts nothing new.
+func deleteNamespace(t *testing.T, cs kubernetes.Interface, name string) {
 	t.Helper()
+	err := cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("deleting namespace %s: %v", name, err)
+	}
+}
+
+// webhookConfig creates a MutatingWebhookConfiguration named prefix plus a
+// random suffix, deleted when the test ends, and returns its name.
+func webhookConfig(t *testing.T, cs kubernetes.Interface, prefix string, webhooks ...string) string {
+	t.Helper()
+	name := testutil.UniqueName(prefix)
 	none := admissionregistrationv1.SideEffectClassNone
 	url := "https://127.0.0.1:1/mutate"
 	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}}
@@ -91,9 +112,12 @@ func webhookConfig(t *testing.T, cs kubernetes.Interface, name string, webhooks 
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
 		})
 	}
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), cfg, metav1.CreateOptions{}); err != nil {
+	cfgs := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if _, err := cfgs.Create(context.Background(), cfg, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cfgs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return name
 }
 
 func secretBundle(t *testing.T, cs kubernetes.Interface, ns string) (*Bundle, *corev1.Secret) {
@@ -125,21 +149,21 @@ func caBundles(t *testing.T, cs kubernetes.Interface, name string) [][]byte {
 func TestManagerCreatesAndRotates(t *testing.T) {
 	cs := client(t)
 	ctx := context.Background()
-	namespace(t, cs, "certs-rotate")
-	webhookConfig(t, cs, "certs-rotate", "a.podiam.io", "b.podiam.io")
+	ns := namespace(t, cs, "certs-rotate")
+	cfg := webhookConfig(t, cs, "certs-rotate", "a.podiam.io", "b.podiam.io")
 	clk := &clock{t: time.Now()}
-	m := newManager(cs, "certs-rotate", "certs-rotate", clk)
+	m := newManager(cs, ns, cfg, clk)
 	if m.Ready() {
 		t.Fatal("ready before the first reconcile")
 	}
 	if err := m.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b, s := secretBundle(t, cs, "certs-rotate")
+	b, s := secretBundle(t, cs, ns)
 	if s.Type != corev1.SecretTypeTLS {
 		t.Errorf("secret type %s", s.Type)
 	}
-	for i, ca := range caBundles(t, cs, "certs-rotate") {
+	for i, ca := range caBundles(t, cs, cfg) {
 		if !bytes.Equal(ca, b.CABundle()) {
 			t.Errorf("webhook %d caBundle not written", i)
 		}
@@ -153,7 +177,7 @@ func TestManagerCreatesAndRotates(t *testing.T) {
 	if err := m.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, s2 := secretBundle(t, cs, "certs-rotate"); s2.ResourceVersion != s.ResourceVersion {
+	if _, s2 := secretBundle(t, cs, ns); s2.ResourceVersion != s.ResourceVersion {
 		t.Errorf("secret rewritten with nothing due (%s -> %s)", s.ResourceVersion, s2.ResourceVersion)
 	}
 
@@ -162,7 +186,7 @@ func TestManagerCreatesAndRotates(t *testing.T) {
 	if err := m.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b2, _ := secretBundle(t, cs, "certs-rotate")
+	b2, _ := secretBundle(t, cs, ns)
 	if b2.Cert.Equal(b.Cert) || !b2.CAs[0].Equal(b.CAs[0]) {
 		t.Fatal("serving certificate not rotated, or CA changed")
 	}
@@ -175,11 +199,11 @@ func TestManagerCreatesAndRotates(t *testing.T) {
 	if err := m.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b3, _ := secretBundle(t, cs, "certs-rotate")
+	b3, _ := secretBundle(t, cs, ns)
 	if len(b3.CAs) != 2 || !b3.CAs[1].Equal(b.CAs[0]) {
 		t.Fatalf("after CA rotation the bundle has %d CAs", len(b3.CAs))
 	}
-	if got := caBundles(t, cs, "certs-rotate")[1]; !bytes.Equal(got, b3.CABundle()) {
+	if got := caBundles(t, cs, cfg)[1]; !bytes.Equal(got, b3.CABundle()) {
 		t.Fatal("rotated CA bundle not written into the webhook configuration")
 	}
 }
@@ -187,7 +211,7 @@ func TestManagerCreatesAndRotates(t *testing.T) {
 func TestManagerReplacesCorruptSecret(t *testing.T) {
 	cs := client(t)
 	ctx := context.Background()
-	namespace(t, cs, "certs-corrupt")
+	ns := namespace(t, cs, "certs-corrupt")
 	tests := []struct {
 		name   string
 		secret *corev1.Secret
@@ -198,16 +222,16 @@ func TestManagerReplacesCorruptSecret(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_ = cs.CoreV1().Secrets("certs-corrupt").Delete(ctx, "podiam-webhook-tls", metav1.DeleteOptions{})
+			_ = cs.CoreV1().Secrets(ns).Delete(ctx, "podiam-webhook-tls", metav1.DeleteOptions{})
 			tt.secret.Name = "podiam-webhook-tls"
-			if _, err := cs.CoreV1().Secrets("certs-corrupt").Create(ctx, tt.secret, metav1.CreateOptions{}); err != nil {
+			if _, err := cs.CoreV1().Secrets(ns).Create(ctx, tt.secret, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			m := newManager(cs, "certs-corrupt", "", &clock{t: time.Now()})
+			m := newManager(cs, ns, "", &clock{t: time.Now()})
 			if err := m.Reconcile(ctx); err != nil {
 				t.Fatalf("Reconcile on a corrupt secret: %v", err)
 			}
-			b, s := secretBundle(t, cs, "certs-corrupt")
+			b, s := secretBundle(t, cs, ns)
 			if s.Type != corev1.SecretTypeTLS || !m.Ready() || Decide(b, pol, time.Now()).Changed() {
 				t.Fatalf("secret not replaced by a valid one (type %s)", s.Type)
 			}
@@ -220,11 +244,11 @@ func TestManagerReplacesCorruptSecret(t *testing.T) {
 func TestManagersAgreeUnderContention(t *testing.T) {
 	cs := client(t)
 	ctx := context.Background()
-	namespace(t, cs, "certs-race")
-	webhookConfig(t, cs, "certs-race", "a.podiam.io")
+	ns := namespace(t, cs, "certs-race")
+	cfg := webhookConfig(t, cs, "certs-race", "a.podiam.io")
 	clk := &clock{t: time.Now()}
-	managers := []*Manager{newManager(cs, "certs-race", "certs-race", clk), newManager(cs, "certs-race", "certs-race", clk),
-		newManager(cs, "certs-race", "certs-race", clk)}
+	managers := []*Manager{newManager(cs, ns, cfg, clk), newManager(cs, ns, cfg, clk),
+		newManager(cs, ns, cfg, clk)}
 	for round := range 3 {
 		var wg sync.WaitGroup
 		errs := make([]error, len(managers))
@@ -237,14 +261,14 @@ func TestManagersAgreeUnderContention(t *testing.T) {
 				t.Fatalf("round %d manager %d: %v", round, i, err)
 			}
 		}
-		b, _ := secretBundle(t, cs, "certs-race")
+		b, _ := secretBundle(t, cs, ns)
 		for i, m := range managers {
 			c, err := m.GetCertificate(nil)
 			if err != nil || !bytes.Equal(c.Certificate[0], b.Cert.Raw) {
 				t.Fatalf("round %d: manager %d serves a certificate that is not the Secret's", round, i)
 			}
 		}
-		if got := caBundles(t, cs, "certs-race")[0]; !bytes.Equal(got, b.CABundle()) {
+		if got := caBundles(t, cs, cfg)[0]; !bytes.Equal(got, b.CABundle()) {
 			t.Fatalf("round %d: caBundle differs from the Secret's CAs", round)
 		}
 		clk.add(21 * time.Hour) // the next round rotates the serving certificate
@@ -253,8 +277,8 @@ func TestManagersAgreeUnderContention(t *testing.T) {
 
 func TestManagerWithoutWebhookConfig(t *testing.T) {
 	cs := client(t)
-	namespace(t, cs, "certs-nocfg")
-	m := newManager(cs, "certs-nocfg", "does-not-exist", &clock{t: time.Now()})
+	ns := namespace(t, cs, "certs-nocfg")
+	m := newManager(cs, ns, testutil.UniqueName("does-not-exist"), &clock{t: time.Now()})
 	if err := m.Reconcile(context.Background()); err != nil {
 		t.Fatalf("a missing webhook configuration must not fail reconcile: %v", err)
 	}

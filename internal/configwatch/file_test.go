@@ -15,6 +15,7 @@ import (
 
 	"github.com/podiam/podiam/internal/identity"
 	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // ccJSON renders a container-credentials file for "namespace/serviceAccount" ids.
@@ -119,13 +120,11 @@ func checkCC(cc *identity.ContainerCredentials, met *metrics.Webhook, want ccWan
 	return true
 }
 
-func describeCC(w *FileWatcher, met *metrics.Webhook) func() string {
-	return func() string {
-		return fmt.Sprintf("len=%d ok=%v err=%v entries=%v", w.Current().Len(),
-			reloads(met, metrics.SourceContainerCredentials, metrics.ResultOK),
-			reloads(met, metrics.SourceContainerCredentials, metrics.ResultError),
-			entries(met, metrics.SourceContainerCredentials))
-	}
+func describeCC(w *FileWatcher, met *metrics.Webhook) string {
+	return fmt.Sprintf("len=%d ok=%v err=%v entries=%v", w.Current().Len(),
+		reloads(met, metrics.SourceContainerCredentials, metrics.ResultOK),
+		reloads(met, metrics.SourceContainerCredentials, metrics.ResultError),
+		entries(met, metrics.SourceContainerCredentials))
 }
 
 // startFileWatcher creates a watcher, checks the synchronous first read against
@@ -138,7 +137,7 @@ func startFileWatcher(t *testing.T, path string, poll time.Duration, initial ccW
 		t.Fatal(err)
 	}
 	if !checkCC(w.Current(), met, initial) {
-		t.Fatalf("after NewFileWatcher: %s, want %+v", describeCC(w, met)(), initial)
+		t.Fatalf("after NewFileWatcher: %s, want %+v", describeCC(w, met), initial)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -319,7 +318,9 @@ func TestFileWatcher(t *testing.T) {
 			w, met := startFileWatcher(t, path, poll, tt.steps[0].want)
 			for _, s := range tt.steps[1:] {
 				s.do(t, dir, path)
-				waitFor(t, s.name, func() bool { return checkCC(w.Current(), met, s.want) }, describeCC(w, met))
+				testutil.Eventually(t, waitTimeout, pollInterval, s.name, func() (bool, string) {
+					return checkCC(w.Current(), met, s.want), describeCC(w, met)
+				})
 			}
 		})
 	}
@@ -336,7 +337,9 @@ func TestFileWatcherDirectoryCreatedLater(t *testing.T) {
 	}
 	writeAtomic(t, path, ccJSON("team-a/app"))
 	want := ccWant{[]string{"team-a/app"}, 0}
-	waitFor(t, "file in new directory", func() bool { return checkCC(w.Current(), met, want) }, describeCC(w, met))
+	testutil.Eventually(t, waitTimeout, pollInterval, "file in new directory", func() (bool, string) {
+		return checkCC(w.Current(), met, want), describeCC(w, met)
+	})
 }
 
 func TestFileWatcherSkipsUnchangedContent(t *testing.T) {
@@ -356,7 +359,9 @@ func TestFileWatcherSkipsUnchangedContent(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let polls and events happen; not an assertion
 	writeAtomic(t, path, ccJSON("team-b/api"))
 	want := ccWant{[]string{"team-b/api"}, 0}
-	waitFor(t, "changed content", func() bool { return checkCC(w.Current(), met, want) }, describeCC(w, met))
+	testutil.Eventually(t, waitTimeout, pollInterval, "changed content", func() (bool, string) {
+		return checkCC(w.Current(), met, want), describeCC(w, met)
+	})
 	if got := reloads(met, metrics.SourceContainerCredentials, metrics.ResultOK); got != 2 {
 		t.Errorf("ok reloads = %v, want 2 (initial and one change)", got)
 	}

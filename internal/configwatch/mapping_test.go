@@ -18,6 +18,7 @@ import (
 
 	"github.com/podiam/podiam/internal/identity"
 	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 const (
@@ -27,21 +28,12 @@ const (
 	roleEvil = "arn:aws:iam::444455556666:role/evil"
 )
 
-// waitTimeout bounds every wait for an asynchronous update; tests poll, they never
-// assert after a fixed sleep.
-const waitTimeout = 15 * time.Second
-
-// waitFor polls cond until it holds or the deadline passes, then reports state.
-func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; have %s", waitTimeout, what, state())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// Every wait for an asynchronous update polls (testutil.Eventually) this often,
+// for at most waitTimeout; tests never assert after a fixed sleep.
+const (
+	waitTimeout  = 15 * time.Second
+	pollInterval = 5 * time.Millisecond
+)
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -110,13 +102,11 @@ func checkMapping(m *identity.Mapping, met *metrics.Webhook, want mappingWant) b
 	return true
 }
 
-func describeMapping(w *MappingWatcher, met *metrics.Webhook) func() string {
-	return func() string {
-		return fmt.Sprintf("len=%d ok=%v err=%v entries=%v", w.Current().Len(),
-			reloads(met, metrics.SourceConfigMap, metrics.ResultOK),
-			reloads(met, metrics.SourceConfigMap, metrics.ResultError),
-			entries(met, metrics.SourceConfigMap))
-	}
+func describeMapping(w *MappingWatcher, met *metrics.Webhook) string {
+	return fmt.Sprintf("len=%d ok=%v err=%v entries=%v", w.Current().Len(),
+		reloads(met, metrics.SourceConfigMap, metrics.ResultOK),
+		reloads(met, metrics.SourceConfigMap, metrics.ResultError),
+		entries(met, metrics.SourceConfigMap))
 }
 
 // startMappingWatcher runs a watcher on client until the test ends and waits for it
@@ -211,8 +201,9 @@ func TestMappingWatcher(t *testing.T) {
 		if s.do != nil {
 			s.do(t)
 		}
-		waitFor(t, s.name, func() bool { return checkMapping(w.Current(), met, s.want) },
-			describeMapping(w, met))
+		testutil.Eventually(t, waitTimeout, pollInterval, s.name, func() (bool, string) {
+			return checkMapping(w.Current(), met, s.want), describeMapping(w, met)
+		})
 	}
 }
 
@@ -220,15 +211,16 @@ func TestMappingWatcherAbsentAtStart(t *testing.T) {
 	client := fake.NewClientset()
 	w, met := startMappingWatcher(t, client)
 	if !checkMapping(w.Current(), met, mappingWant{0, map[string]string{"default/app": ""}, 0, 0}) {
-		t.Fatalf("after sync without ConfigMap: %s", describeMapping(w, met)())
+		t.Fatalf("after sync without ConfigMap: %s", describeMapping(w, met))
 	}
 	if _, err := client.CoreV1().ConfigMaps(testNS).Create(t.Context(),
 		configMap(testNS, DefaultConfigMapName, cfg(mappingApp)), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want := mappingWant{1, map[string]string{"default/app": roleApp}, 1, 0}
-	waitFor(t, "created ConfigMap", func() bool { return checkMapping(w.Current(), met, want) },
-		describeMapping(w, met))
+	testutil.Eventually(t, waitTimeout, pollInterval, "created ConfigMap", func() (bool, string) {
+		return checkMapping(w.Current(), met, want), describeMapping(w, met)
+	})
 }
 
 func TestMappingWatcherHandlers(t *testing.T) {

@@ -55,6 +55,9 @@ type Defaults struct {
 	TokenExpiration              int64
 	ContainerCredentialsAudience string
 	SessionNameFromPod           bool
+	// ComposeRoleARN, when not nil, turns a role given by name (and path) in an
+	// annotation or the mapping into an ARN (--compose-role-arn).
+	ComposeRoleARN *ARNComposer
 }
 
 // Input is everything known about one pod at admission time.
@@ -104,6 +107,7 @@ func (r *Resolver) Resolve(in Input) (Identity, []string) {
 	} else {
 		return Identity{Mode: ModeNone}, nil
 	}
+	id.RoleARN = r.Defaults.ComposeRoleARN.Compose(id.RoleARN)
 	if !roleARNPattern.MatchString(id.RoleARN) {
 		warn = append(warn, fmt.Sprintf("role ARN %q does not look like arn:<partition>:iam::<account>:role/<name>; injecting it anyway", id.RoleARN))
 	}

@@ -43,7 +43,8 @@ func TestResolve(t *testing.T) {
 	mapping := `{
 		"default/app":   {"RoleARN": "arn:aws:iam::111122223333:role/mapped", "Audience": "mapped-aud", "UseRegionalSTS": true, "TokenExpiration": 7200},
 		"default/noaud": {"RoleARN": "arn:aws:iam::111122223333:role/noaud"},
-		"*/shared":      {"RoleARN": "arn:aws:iam::111122223333:role/shared", "UseRegionalSTS": false}
+		"*/shared":      {"RoleARN": "arn:aws:iam::111122223333:role/shared", "UseRegionalSTS": false},
+		"default/named": {"RoleARN": "team/named"}
 	}`
 	cc := `{"identities": [{"namespace": "default", "serviceAccount": "pi"}]}`
 	tests := []struct {
@@ -52,6 +53,7 @@ func TestResolve(t *testing.T) {
 		saAnn    map[string]string
 		podAnn   map[string]string
 		defaults func(*Defaults)
+		compose  *ARNComposer
 		want     Identity
 		warnings []string // substrings, in order
 	}{
@@ -214,6 +216,35 @@ func TestResolve(t *testing.T) {
 			warnings: []string{`fs-group="-1"`},
 		},
 		{
+			name:    "role name in the annotation is composed into an ARN",
+			sa:      "annotated",
+			saAnn:   map[string]string{keys.RoleARN: "team/app"},
+			compose: &ARNComposer{Partition: "aws-cn", AccountID: "444455556666"},
+			want: Identity{Mode: ModeIRSA, RoleARN: "arn:aws-cn:iam::444455556666:role/team/app", Audience: "sts.amazonaws.com",
+				TokenExpiration: 86400, Source: "annotation"},
+		},
+		{
+			name:    "role name in the mapping is composed into an ARN",
+			sa:      "named",
+			compose: &ARNComposer{Partition: "aws", AccountID: "444455556666"},
+			want: Identity{Mode: ModeIRSA, RoleARN: "arn:aws:iam::444455556666:role/team/named", Audience: "sts.amazonaws.com",
+				TokenExpiration: 86400, Source: "mapping default/named"},
+		},
+		{
+			name:    "a full ARN is kept when composing",
+			sa:      "annotated",
+			saAnn:   map[string]string{keys.RoleARN: role},
+			compose: &ARNComposer{Partition: "aws-cn", AccountID: "444455556666"},
+			want:    Identity{Mode: ModeIRSA, RoleARN: role, Audience: "sts.amazonaws.com", TokenExpiration: 86400, Source: "annotation"},
+		},
+		{
+			name:     "without composing, a role name is injected as given, with a warning",
+			sa:       "annotated",
+			saAnn:    map[string]string{keys.RoleARN: "team/app"},
+			want:     Identity{Mode: ModeIRSA, RoleARN: "team/app", Audience: "sts.amazonaws.com", TokenExpiration: 86400, Source: "annotation"},
+			warnings: []string{`role ARN "team/app" does not look like`},
+		},
+		{
 			name:  "container credentials beat IRSA",
 			sa:    "pi",
 			saAnn: map[string]string{keys.RoleARN: role, keys.RegionalSTS: "true", keys.TokenExpiration: "7200"},
@@ -234,6 +265,7 @@ func TestResolve(t *testing.T) {
 			if tt.defaults != nil {
 				tt.defaults(&r.Defaults)
 			}
+			r.Defaults.ComposeRoleARN = tt.compose
 			got, warnings := r.Resolve(Input{
 				Namespace: "default", ServiceAccount: tt.sa,
 				PodAnnotations: tt.podAnn, SAAnnotations: tt.saAnn,

@@ -11,6 +11,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/podiam/podiam/internal/identity"
 )
@@ -56,13 +57,37 @@ type Config struct {
 type Result struct {
 	// Patch is a JSONPatch document, nil when there is nothing to change.
 	Patch []byte
-	// Warnings are shown to the user as admission warnings.
-	Warnings []string
+	// Warnings are shown to the user as admission warnings: at most
+	// MaxWarnings, the others only counted in OmittedWarnings.
+	Warnings        []string
+	OmittedWarnings int
 	// Injected counts containers that got (or already had) the identity.
 	Injected int
 	// SkippedByAnnotation and SkippedByConflict count containers left alone.
 	SkippedByAnnotation int
 	SkippedByConflict   int
+	// OverLimit, when set, says why the pod was left unchanged although it has
+	// an identity: it has more than MaxContainers containers, or more than
+	// MaxListItems volumes and volume mounts, or its patch would be over
+	// MaxPatchBytes. Warnings says so to the user.
+	OverLimit string
+}
+
+// Values of Result.OverLimit.
+const (
+	OverLimitContainers = "too many containers"
+	OverLimitListItems  = "too many volumes and volume mounts"
+	OverLimitPatch      = "patch too large"
+)
+
+// room reports whether another warning may be built, and counts it as omitted
+// when not: a message that is never shown is not formatted.
+func (r *Result) room() bool {
+	if len(r.Warnings) < MaxWarnings {
+		return true
+	}
+	r.OmittedWarnings++
+	return false
 }
 
 // target is what one identity mode needs in the pod.
@@ -85,6 +110,20 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 	}
 	t := c.target(id)
 
+	// The work and the patch grow with the containers: a pod with more than any
+	// real one is left alone before any is looked at.
+	if n := len(pod.Spec.Containers) + len(pod.Spec.InitContainers); n > MaxContainers {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("pod has more than %d containers and init containers; not injecting", MaxContainers))
+		res.OverLimit = OverLimitContainers
+		return res
+	}
+	// Decoding kept only part of the volumes and mounts: what it dropped could
+	// conflict with ours.
+	if pod.Spec.items.over {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("pod has more than %d volumes and volume mounts; not injecting", MaxListItems))
+		res.OverLimit = OverLimitListItems
+		return res
+	}
 	if msg, ok := volumeConflict(pod, t); !ok {
 		res.Warnings = append(res.Warnings, msg)
 		res.SkippedByConflict = len(pod.Spec.Containers) + len(pod.Spec.InitContainers)
@@ -99,8 +138,9 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 				n, maxSessionName, EnvRoleSessionName))
 		}
 	}
-	// A 3-container IRSA patch is about 3 KiB; sizing once avoids regrowing.
-	p := patch{buf: make([]byte, 0, 4096)}
+	// A 3-container IRSA patch is about 3 KiB: a pooled buffer of 4 KiB is
+	// neither regrown nor, once Release gives it back, allocated again.
+	p := patch{buf: getPatchBuffer()}
 	for _, list := range []struct {
 		field      string
 		containers []container
@@ -111,8 +151,10 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 				res.SkippedByAnnotation++
 				continue
 			}
-			if msg, ok := mountConflict(ctr, t); !ok {
-				res.Warnings = append(res.Warnings, msg)
+			if m := mountConflict(ctr, t); m != nil {
+				if res.room() {
+					res.Warnings = append(res.Warnings, mountConflictMessage(ctr, m, t))
+				}
 				res.SkippedByConflict++
 				continue
 			}
@@ -120,6 +162,9 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 			base := "/spec/" + list.field + "/" + strconv.Itoa(i)
 			items, partial := missingEnv(ctr, env)
 			for _, g := range partial {
+				if !res.room() {
+					continue
+				}
 				res.Warnings = append(res.Warnings, fmt.Sprintf("container %q sets %s but not %s; podiam leaves that pair to it",
 					ctr.Name, g.present, g.missing))
 			}
@@ -127,13 +172,22 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 			if !hasMount(ctr, t.volume) {
 				p.addItems(base+"/volumeMounts", ctr.VolumeMounts != nil, []jsonValue{mount{t.volume, t.mountPath}})
 			}
+			if len(p.buf) > MaxPatchBytes {
+				putPatchBuffer(p.buf)
+				return Result{
+					Warnings:  []string{fmt.Sprintf("the patch would be over %d bytes; not injecting", MaxPatchBytes)},
+					OverLimit: OverLimitPatch,
+				}
+			}
 		}
 	}
-	if sel.only != nil && res.Injected == 0 && res.SkippedByConflict == 0 {
+	if sel.only != nil && res.Injected == 0 && res.SkippedByConflict == 0 && res.room() {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s names no container of the pod; nothing injected", c.Keys.InjectContainers))
 	}
 	if res.Injected == 0 {
-		return Result{Warnings: res.Warnings, SkippedByAnnotation: res.SkippedByAnnotation, SkippedByConflict: res.SkippedByConflict}
+		putPatchBuffer(p.buf)
+		return Result{Warnings: res.Warnings, OmittedWarnings: res.OmittedWarnings,
+			SkippedByAnnotation: res.SkippedByAnnotation, SkippedByConflict: res.SkippedByConflict}
 	}
 
 	if !hasVolume(pod, t.volume) {
@@ -158,8 +212,30 @@ func (c *Config) Inject(pod *Pod, id identity.Identity) Result {
 			p.add("/metadata/labels/"+escapePointer(identity.PodIdentityLabel), stringValue(identity.PodIdentityLabelValue))
 		}
 	}
-	res.Patch = p.encode()
+	if res.Patch = p.encode(); res.Patch == nil {
+		putPatchBuffer(p.buf)
+	}
 	return res
+}
+
+// patchBuffers recycles patch buffers between Inject and Result.Release.
+var patchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getPatchBuffer() []byte { return (*patchBuffers.Get().(*[]byte))[:0] }
+
+func putPatchBuffer(b []byte) {
+	if cap(b) <= 64<<10 { // do not keep rare huge buffers alive
+		patchBuffers.Put(&b)
+	}
+}
+
+// Release hands the patch's buffer back for a later Inject. Patch must not be
+// used after; a Result that is never released is simply garbage collected.
+func (r *Result) Release() {
+	if r.Patch != nil {
+		putPatchBuffer(r.Patch)
+		r.Patch = nil
+	}
 }
 
 // envGroup is a set of variables added together or not at all: if the container
@@ -304,23 +380,31 @@ func volumeConflict(pod *Pod, t target) (string, bool) {
 	return "", true
 }
 
-// mountConflict reports a container that mounts our volume elsewhere, or mounts
-// something else at our path or inside it (which would hide the token file).
-// Paths are compared cleaned: the API server accepts "/a/" and "/a" as
-// different mounts of one directory.
-func mountConflict(ctr *container, t target) (string, bool) {
+// mountConflict returns a mount of the container that mounts our volume
+// elsewhere, or mounts something else at our path or inside it (which would
+// hide the token file), or nil. Paths are compared cleaned: the API server
+// accepts "/a/" and "/a" as different mounts of one directory.
+func mountConflict(ctr *container, t target) *volumeMount {
 	ours := path.Clean(t.mountPath)
-	inside := ours + "/"
-	for _, m := range ctr.VolumeMounts {
+	for i := range ctr.VolumeMounts {
+		m := &ctr.VolumeMounts[i]
 		theirs := path.Clean(m.MountPath)
-		switch {
-		case m.Name == t.volume && theirs != ours:
-			return fmt.Sprintf("container %q mounts %q at %q, not %q; container skipped", ctr.Name, t.volume, m.MountPath, t.mountPath), false
-		case m.Name != t.volume && (theirs == ours || strings.HasPrefix(theirs, inside)):
-			return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, m.MountPath, m.Name), false
+		// Tested without building ours+"/", which would allocate per container.
+		inside := len(theirs) > len(ours) && theirs[len(ours)] == '/' && strings.HasPrefix(theirs, ours)
+		if m.Name == t.volume && theirs != ours ||
+			m.Name != t.volume && (theirs == ours || inside) {
+			return m
 		}
 	}
-	return "", true
+	return nil
+}
+
+// mountConflictMessage tells the user why mountConflict skipped the container.
+func mountConflictMessage(ctr *container, m *volumeMount, t target) string {
+	if m.Name == t.volume {
+		return fmt.Sprintf("container %q mounts %q at %q, not %q; container skipped", ctr.Name, t.volume, m.MountPath, t.mountPath)
+	}
+	return fmt.Sprintf("container %q already uses %q for volume %q; container skipped", ctr.Name, m.MountPath, m.Name)
 }
 
 // selector decides which containers are injected from the pod's

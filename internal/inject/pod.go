@@ -5,6 +5,8 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/podiam/podiam/internal/jsonscan"
 )
 
 // Pod is the part of a pod that injection reads. Decoding only these fields is
@@ -25,18 +27,24 @@ type podMeta struct {
 	Annotations  map[string]string `json:"annotations"`
 }
 
+// podSpec is decoded member by member (decode.go), so that its lists share
+// one itemBudget.
 type podSpec struct {
-	ServiceAccountName string            `json:"serviceAccountName"`
-	NodeSelector       map[string]string `json:"nodeSelector"`
+	ServiceAccountName string
+	NodeSelector       map[string]string
 	OS                 *struct {
 		Name string `json:"name"`
-	} `json:"os"`
+	}
 	SecurityContext *struct {
 		FSGroup *int64 `json:"fsGroup"`
-	} `json:"securityContext"`
-	Volumes        []volume    `json:"volumes"`
-	Containers     []container `json:"containers"`
-	InitContainers []container `json:"initContainers"`
+	}
+	// Volumes, with the volume mounts of all containers, keep at most
+	// MaxListItems items in all; items.over says that the pod had more.
+	Volumes []volume
+	// Containers and InitContainers keep at most MaxContainers+1 each.
+	Containers     containerList
+	InitContainers containerList
+	items          itemBudget
 }
 
 type volume struct {
@@ -52,26 +60,40 @@ type volume struct {
 }
 
 type container struct {
-	Name string `json:"name"`
+	Name string
 	// Env is nil when the array is absent (or null), which tells the patch to
-	// create it rather than append to it.
-	Env []struct {
-		Name string `json:"name"`
-	} `json:"env"`
-	VolumeMounts []struct {
-		Name      string `json:"name"`
-		MountPath string `json:"mountPath"`
-	} `json:"volumeMounts"`
+	// create it rather than append to it. It keeps only the variables that
+	// injection looks for (containerEnv).
+	Env          containerEnv
+	VolumeMounts []volumeMount
+	// budget is the pod's, set only while the container is decoded.
+	budget *itemBudget
 }
 
-// decodeOptions accept what the API server's own decoder accepts: duplicate
-// names are tolerated (the last wins) rather than failing admission.
-var decodeOptions = json.JoinOptions(jsontext.AllowDuplicateNames(true))
+type podEnvVar struct {
+	Name string
+}
+
+type volumeMount struct {
+	Name      string
+	MountPath string
+}
 
 // DecodePod decodes the pod of an AdmissionRequest.
 func DecodePod(raw []byte) (*Pod, error) {
 	var p Pod
-	if err := json.Unmarshal(raw, &p, decodeOptions); err != nil {
+	if err := json.Unmarshal(raw, &p, jsonscan.Options); err != nil {
+		return nil, fmt.Errorf("decoding pod: %w", err)
+	}
+	return &p, nil
+}
+
+// DecodePodFrom decodes the pod of an AdmissionRequest from the next value of
+// dec, in the same pass as the AdmissionReview around it. On error dec is left
+// inside the value.
+func DecodePodFrom(dec *jsontext.Decoder) (*Pod, error) {
+	var p Pod
+	if err := json.UnmarshalDecode(dec, &p, jsonscan.Options); err != nil {
 		return nil, fmt.Errorf("decoding pod: %w", err)
 	}
 	return &p, nil

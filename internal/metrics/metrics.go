@@ -35,6 +35,12 @@ type Webhook struct {
 	ConfigReloads *prometheus.CounterVec
 	// ConfigEntries is the number of entries in the current mapping by source.
 	ConfigEntries *prometheus.GaugeVec
+	// RequestsRejected counts admission requests refused before the handler ran,
+	// by reason (RejectOverloaded, RejectTooLarge, RejectClientCertificate).
+	RequestsRejected *prometheus.CounterVec
+	// AdmissionsInFlight is the number of /mutate requests being served, bodies
+	// being read included; their declared bodies never exceed --max-in-flight-bytes.
+	AdmissionsInFlight prometheus.Gauge
 }
 
 // NewWebhook creates the webhook collectors and registers them, with the Go and
@@ -78,9 +84,18 @@ func NewWebhook(reg prometheus.Registerer) *Webhook {
 			Namespace: namespace, Subsystem: "webhook", Name: "config_entries",
 			Help: "Entries in the current mapping by source (configmap, container-credentials).",
 		}, []string{"source"}),
+		RequestsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "webhook", Name: "requests_rejected_total",
+			Help: "Admission requests refused before their body was read, by reason (overloaded, too_large, client_certificate).",
+		}, []string{"reason"}),
+		AdmissionsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "webhook", Name: "admissions_in_flight",
+			Help: "Admission requests being served, their bodies being read included.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Mutations, m.ContainersSkipped, m.Warnings,
 		m.ServiceAccountLookups, m.ServiceAccountsCached, m.ConfigReloads, m.ConfigEntries,
+		m.RequestsRejected, m.AdmissionsInFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -100,4 +115,16 @@ const (
 	LookupFound    = "found"
 	LookupNotFound = "not_found"
 	LookupError    = "error"
+)
+
+// Reasons of RequestsRejected, used as label values.
+const (
+	// RejectOverloaded: the request did not fit in --max-in-flight-bytes;
+	// answered 429 with Retry-After.
+	RejectOverloaded = "overloaded"
+	// RejectTooLarge: the declared Content-Length is over the body limit.
+	RejectTooLarge = "too_large"
+	// RejectClientCertificate: --client-ca-file is set and the client presented
+	// no verified certificate.
+	RejectClientCertificate = "client_certificate"
 )

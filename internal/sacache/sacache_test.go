@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/metadata/fake"
 
 	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -70,17 +71,12 @@ func (r hookedResource) Get(ctx context.Context, name string, opts metav1.GetOpt
 	return r.ResourceInterface.Get(ctx, name, opts, sub...)
 }
 
-// waitFor polls cond until it holds, failing the test after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+// Every wait for an asynchronous update polls (testutil.Eventually) this often,
+// failing the test after a generous deadline.
+const (
+	waitTimeout  = 10 * time.Second
+	pollInterval = 2 * time.Millisecond
+)
 
 // run starts c.Run until the test ends and waits for the first sync.
 func run(t *testing.T, c *Cache) {
@@ -95,7 +91,7 @@ func run(t *testing.T, c *Cache) {
 		cancel()
 		<-done
 	})
-	waitFor(t, "the first sync", c.HasSynced)
+	testutil.Eventually(t, waitTimeout, pollInterval, "the first sync", c.HasSynced)
 }
 
 type result struct {
@@ -268,7 +264,7 @@ func TestRunWatchEvents(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		var got result
-		waitFor(t, st.name, func() bool {
+		testutil.Eventually(t, waitTimeout, pollInterval, st.name, func() bool {
 			got = lookup(c, st.key.namespace, st.key.name)
 			return got.equal(st.want)
 		})
@@ -499,7 +495,7 @@ func TestLookupMergesConcurrentMisses(t *testing.T) {
 			for i := range callers {
 				wg.Go(func() { results[i] = lookup(c, "ns", "a") })
 			}
-			waitFor(t, "all callers to join", func() bool { return nJoined.Load() == callers })
+			testutil.Eventually(t, waitTimeout, pollInterval, "all callers to join", func() bool { return nJoined.Load() == callers })
 			close(g.release)
 			wg.Wait()
 
@@ -534,10 +530,10 @@ func TestLookupCallerCancelDoesNotCancelFlight(t *testing.T) {
 		ann, ok, _ := c.Lookup(ctx, "ns", "a")
 		first <- result{ann: ann, found: ok}
 	}()
-	waitFor(t, "the first caller to join", func() bool { return nJoined.Load() == 1 })
+	testutil.Eventually(t, waitTimeout, pollInterval, "the first caller to join", func() bool { return nJoined.Load() == 1 })
 	second := make(chan result, 1)
 	go func() { second <- lookup(c, "ns", "a") }()
-	waitFor(t, "the second caller to join", func() bool { return nJoined.Load() == 2 })
+	testutil.Eventually(t, waitTimeout, pollInterval, "the second caller to join", func() bool { return nJoined.Load() == 2 })
 
 	cancel()
 	if got := <-first; !got.equal(result{}) {
@@ -584,11 +580,11 @@ func TestLookupAfterSyncUsesAPIForNewServiceAccount(t *testing.T) {
 	if err := watched.Tracker().Create(serviceAccounts, sa("ns", "new", nil), "ns"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the watch's add", func() bool { return lookup(c, "ns", "new").equal(result{ann: nil, found: true}) })
+	testutil.Eventually(t, waitTimeout, pollInterval, "the watch's add", func() bool { return lookup(c, "ns", "new").equal(result{ann: nil, found: true}) })
 	if err := watched.Tracker().Delete(serviceAccounts, "ns", "new"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the watch's delete", func() bool { return c.Len() == 0 })
+	testutil.Eventually(t, waitTimeout, pollInterval, "the watch's delete", func() bool { return c.Len() == 0 })
 }
 
 // splitClient lists and watches through Interface and gets through get.

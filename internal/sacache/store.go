@@ -205,8 +205,11 @@ func put(items map[key]map[string]string, table map[string]nsRef, k key, ann map
 	items[k] = ann
 }
 
-// touchLocked records that the reflector changed k. s.mu must be held for writing.
-func (s *store) touchLocked(k key) {
+// reflectorChangedLocked records that the reflector changed k with obj: a
+// lookup of k in flight must not insert its older result, and obj's resource
+// version is the latest seen. s.mu must be held for writing.
+func (s *store) reflectorChangedLocked(k key, obj any) {
+	s.setRVLocked(resourceVersion(obj))
 	if len(s.pending) == 0 {
 		return
 	}
@@ -229,8 +232,7 @@ func (s *store) Add(obj any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.touchLocked(k)
-	s.setRVLocked(resourceVersion(obj))
+	s.reflectorChangedLocked(k, obj)
 	put(s.items, s.ns, k, ann)
 	s.lenChangedLocked()
 	return nil
@@ -247,8 +249,7 @@ func (s *store) Delete(obj any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.touchLocked(k)
-	s.setRVLocked(resourceVersion(obj))
+	s.reflectorChangedLocked(k, obj)
 	if _, ok := s.items[k]; ok {
 		delete(s.items, k)
 		release(s.ns, k.namespace)

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podiam/podiam/internal/identity"
-	"github.com/podiam/podiam/internal/inject"
 	"github.com/podiam/podiam/internal/metrics"
 )
 
@@ -24,13 +23,13 @@ func BenchmarkHandlerIRSA(b *testing.B) {
 		b.Fatal(err)
 	}
 	keys := identity.NewKeys(identity.DefaultAnnotationPrefix)
-	h := &Handler{
-		Resolver:        &identity.Resolver{Keys: keys, Defaults: identity.Defaults{Audience: "sts.amazonaws.com", TokenExpiration: 86400, ContainerCredentialsAudience: "pods.eks.amazonaws.com"}},
-		Injector:        &inject.Config{Keys: keys, TokenMountPath: inject.DefaultTokenMountPath, Region: "eu-west-1"},
+	h := NewHandler(HandlerOptions{
+		Defaults:        identity.Defaults{Audience: "sts.amazonaws.com", ContainerCredentialsAudience: "pods.eks.amazonaws.com"},
+		Region:          "eu-west-1",
 		ServiceAccounts: staticSAs{"shop/orders-api": {keys.RoleARN: "arn:aws:iam::111122223333:role/orders-api", keys.RegionalSTS: "true"}},
 		Metrics:         metrics.NewWebhook(prometheus.NewRegistry()),
 		Logger:          slog.New(slog.NewJSONHandler(io.Discard, nil)),
-	}
+	})
 	w := &discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -20,8 +20,7 @@ import (
 // and a patch applies to the request object (or, for objects the API server
 // cannot produce, such as a null container, to the API server's encoding of it).
 func FuzzReview(f *testing.F) {
-	h, _ := testHandler(f)
-	h.Logger = discardLogger()
+	h, _ := testHandler(f, func(o *HandlerOptions) { o.Logger = discardLogger() })
 	f.Fuzz(func(t *testing.T, body []byte) {
 		out, err := h.Review(context.Background(), body)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podiam/podiam/internal/identity"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -123,10 +126,10 @@ func TestServeHTTPRejects(t *testing.T) {
 			if tc.wantStatus == http.StatusMethodNotAllowed && w.Header().Get("Allow") != http.MethodPost {
 				t.Errorf("Allow header %q, want POST", w.Header().Get("Allow"))
 			}
-			if got := testutil.ToFloat64(h.Metrics.Requests.WithLabelValues(strconv.Itoa(tc.wantStatus))); got != 1 {
+			if got := testutil.ToFloat64(h.metrics.Requests.WithLabelValues(strconv.Itoa(tc.wantStatus))); got != 1 {
 				t.Errorf("requests_total{code=%d} = %v, want 1", tc.wantStatus, got)
 			}
-			if got := histogramCount(t, h.Metrics.RequestDuration); got != 1 {
+			if got := histogramCount(t, h.metrics.RequestDuration); got != 1 {
 				t.Errorf("request_duration_seconds count = %d, want 1", got)
 			}
 			if !strings.Contains(logs.String(), "rejected admission request") {
@@ -200,8 +203,8 @@ func TestServeHTTPPassesThrough(t *testing.T) {
 			if want := cmpOr(tc.opts.apiVersion, admissionV1); rv.APIVersion != want {
 				t.Errorf("apiVersion %q, want %q", rv.APIVersion, want)
 			}
-			if n := testutil.CollectAndCount(h.Metrics.Mutations); n != 0 {
-				t.Errorf("pods_total has %d series, want none for a request that is not a pod creation", n)
+			if n := counterSum(t, h.metrics.Mutations); n != 0 {
+				t.Errorf("pods_total counts %v pods, want none for a request that is not a pod creation", n)
 			}
 		})
 	}
@@ -474,7 +477,7 @@ func TestServeHTTPNoIdentity(t *testing.T) {
 					t.Errorf("response has %q: %s", k, w.Body)
 				}
 			}
-			if got := testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("none", "false")); got != 1 {
+			if got := testutil.ToFloat64(h.metrics.Mutations.WithLabelValues("none", "false")); got != 1 {
 				t.Errorf("pods_total{mode=none,patched=false} = %v, want 1", got)
 			}
 			if strings.Contains(logs.String(), "pod admitted") {
@@ -522,10 +525,11 @@ func TestServeHTTPWarnings(t *testing.T) {
 		wantPatch: true,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, _ := testHandler(t)
-			if tc.sa != nil {
-				h.ServiceAccounts = staticSAs{"default/app": tc.sa}
-			}
+			h, _ := testHandler(t, func(o *HandlerOptions) {
+				if tc.sa != nil {
+					o.ServiceAccounts = staticSAs{"default/app": tc.sa}
+				}
+			})
 			w := post(h, "application/json", reviewBody(t, tc.pod, reviewOpts{}))
 			r := decodeResponse(t, w).Response
 			if len(r.Warnings) != len(tc.want) {
@@ -536,7 +540,7 @@ func TestServeHTTPWarnings(t *testing.T) {
 					t.Errorf("warning %d = %q, want prefix %q", i, r.Warnings[i], want)
 				}
 			}
-			if got := testutil.ToFloat64(h.Metrics.Warnings); got != float64(len(tc.want)) {
+			if got := testutil.ToFloat64(h.metrics.Warnings); got != float64(len(tc.want)) {
 				t.Errorf("admission_warnings_total = %v, want %d", got, len(tc.want))
 			}
 			if (r.Patch != nil) != tc.wantPatch || !r.Allowed {
@@ -574,25 +578,25 @@ func TestServeHTTPMetrics(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"requests_total{code=200}", testutil.ToFloat64(h.Metrics.Requests.WithLabelValues("200")), 6},
-		{"requests_total{code=400}", testutil.ToFloat64(h.Metrics.Requests.WithLabelValues("400")), 1},
-		{"requests_total{code=415}", testutil.ToFloat64(h.Metrics.Requests.WithLabelValues("415")), 1},
-		{"pods_total{irsa,true}", testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("irsa", "true")), 2},
-		{"pods_total{irsa,false}", testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("irsa", "false")), 1},
-		{"pods_total{none,false}", testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("none", "false")), 1},
-		{"pods_total{pod-identity,true}", testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("pod-identity", "true")), 1},
-		{"containers_skipped_total{annotation}", testutil.ToFloat64(h.Metrics.ContainersSkipped.WithLabelValues("annotation")), 3},
-		{"containers_skipped_total{conflict}", testutil.ToFloat64(h.Metrics.ContainersSkipped.WithLabelValues("conflict")), 1},
-		{"admission_warnings_total", testutil.ToFloat64(h.Metrics.Warnings), 1},
-		{"request_duration_seconds count", float64(histogramCount(t, h.Metrics.RequestDuration)), 8},
+		{"requests_total{code=200}", testutil.ToFloat64(h.metrics.Requests.WithLabelValues("200")), 6},
+		{"requests_total{code=400}", testutil.ToFloat64(h.metrics.Requests.WithLabelValues("400")), 1},
+		{"requests_total{code=415}", testutil.ToFloat64(h.metrics.Requests.WithLabelValues("415")), 1},
+		{"pods_total{irsa,true}", testutil.ToFloat64(h.metrics.Mutations.WithLabelValues("irsa", "true")), 2},
+		{"pods_total{irsa,false}", testutil.ToFloat64(h.metrics.Mutations.WithLabelValues("irsa", "false")), 1},
+		{"pods_total{none,false}", testutil.ToFloat64(h.metrics.Mutations.WithLabelValues("none", "false")), 1},
+		{"pods_total{pod-identity,true}", testutil.ToFloat64(h.metrics.Mutations.WithLabelValues("pod-identity", "true")), 1},
+		{"containers_skipped_total{annotation}", testutil.ToFloat64(h.metrics.ContainersSkipped.WithLabelValues("annotation")), 3},
+		{"containers_skipped_total{conflict}", testutil.ToFloat64(h.metrics.ContainersSkipped.WithLabelValues("conflict")), 1},
+		{"admission_warnings_total", testutil.ToFloat64(h.metrics.Warnings), 1},
+		{"request_duration_seconds count", float64(histogramCount(t, h.metrics.RequestDuration)), 8},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
 	// The UPDATE is not a pod admission: 5 pods, not 6.
-	if n := testutil.CollectAndCount(h.Metrics.Mutations); n != 4 {
-		t.Errorf("pods_total has %d series, want 4", n)
+	if n := counterSum(t, h.metrics.Mutations); n != 5 {
+		t.Errorf("pods_total counts %v pods, want 5", n)
 	}
 }
 
@@ -719,8 +723,7 @@ func (failingSAs) Lookup(context.Context, string, string) (map[string]string, bo
 // A ServiceAccount that cannot be read in time does not block the pod, but the
 // user is told its annotations were not applied; the mapping still applies.
 func TestServeHTTPServiceAccountLookupFailureWarns(t *testing.T) {
-	h, _ := testHandler(t)
-	h.ServiceAccounts = failingSAs{}
+	h, _ := testHandler(t, func(o *HandlerOptions) { o.ServiceAccounts = failingSAs{} })
 	for _, tt := range []struct {
 		name, namespace, sa string
 		patched             bool
@@ -737,6 +740,255 @@ func TestServeHTTPServiceAccountLookupFailureWarns(t *testing.T) {
 			want := "podiam: ServiceAccount " + tt.namespace + "/" + tt.sa + " could not be read in time"
 			if len(rv.Response.Warnings) != 1 || !strings.HasPrefix(rv.Response.Warnings[0], want) {
 				t.Fatalf("warnings %q, want one starting %q", rv.Response.Warnings, want)
+			}
+		})
+	}
+}
+
+// TestServeHTTPBoundsRequestStrings sends requests whose strings are megabytes
+// long: neither the log nor the answer may grow with them.
+func TestServeHTTPBoundsRequestStrings(t *testing.T) {
+	const huge = 3_000_000 // a 3 MB string still fits the 3 MiB body limit
+	long := func(c string) string { return strings.Repeat(c, huge) }
+	envelope := func(apiVersion, kind, uid, pod string) []byte {
+		return []byte(`{"apiVersion":` + strconv.Quote(apiVersion) + `,"kind":` + strconv.Quote(kind) + `,"request":{"uid":` + strconv.Quote(uid) +
+			`,"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":` + pod + `}}`)
+	}
+	podJSON := func(mods ...func(*corev1.Pod)) string {
+		b, err := json.Marshal(testPod(mods...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// Many containers (fewer than inject.MaxContainers) that each conflict with
+	// the token mount: one warning each.
+	manyConflicts := podJSON(func(p *corev1.Pod) {
+		p.Spec.Containers = nil
+		for i := range 250 {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c" + strconv.Itoa(i) + strings.Repeat("x", 200),
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/run/secrets/eks.amazonaws.com/serviceaccount"}}})
+		}
+	})
+	everyone, err := identity.ParseMapping([]byte(`{"*/*":{"RoleARN":"arn:aws:iam::111122223333:role/everyone"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name        string
+		contentType string
+		body        []byte
+		wantStatus  int
+		maxBody     int    // bytes of the answer
+		wantAnswer  string // in the answer
+		wantLog     string // in the log
+	}{
+		{"apiVersion", "application/json", envelope(long("v"), "AdmissionReview", "u1", podJSON()), http.StatusBadRequest, 1 << 10, "…(truncated, 3000000 bytes)", "…(truncated, 3000000 bytes)"},
+		{"kind", "application/json", envelope(admissionV1, long("k"), "u1", podJSON()), http.StatusBadRequest, 1 << 10, "…(truncated, 3000000 bytes)", "…(truncated, 3000000 bytes)"},
+		{"uid", "application/json", envelope(admissionV1, "AdmissionReview", long("u"), podJSON()), http.StatusBadRequest, 1 << 10, "uid is 3000000 bytes", "uid is 3000000 bytes"},
+		{"content type", "application/" + long("j"), reviewBody(t, testPod(), reviewOpts{}), http.StatusUnsupportedMediaType, 1 << 10, "…(truncated, 3000012 bytes)", "…(truncated, 3000012 bytes)"},
+		// The decoder's error names the member it failed in.
+		{"member name in a decoding error", "application/json",
+			envelope(admissionV1, "AdmissionReview", "u1", `{"metadata":{"annotations":{"`+long("a")+`":1}},"spec":{}}`), http.StatusBadRequest, 2 << 10, "decoding pod", "decoding pod"},
+		{"pod names and annotation value", "application/json", envelope(admissionV1, "AdmissionReview", "u1", podJSON(func(p *corev1.Pod) {
+			p.GenerateName = long("g")[:huge/3]
+			p.Namespace = "default"
+			p.Annotations = map[string]string{testKeys.TokenExpiration: long("1")[:huge/3]}
+			p.Spec.Containers[1].Name = long("c")[:huge/3]
+			p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/var/run/secrets/eks.amazonaws.com/serviceaccount"}}
+		})), http.StatusOK, 8 << 10, `container \"ccc`, `"pod":"ggg`},
+		{"namespace and ServiceAccount", "application/json", envelope(admissionV1, "AdmissionReview", "u1", podJSON(func(p *corev1.Pod) {
+			p.Namespace, p.Spec.ServiceAccountName = long("n")[:huge/2], long("s")[:huge/2]
+		})), http.StatusOK, 8 << 10, `"allowed":true`, `"serviceAccount":"sss`},
+		{"many warnings", "application/json", envelope(admissionV1, "AdmissionReview", "u1", manyConflicts), http.StatusOK, 8 << 10, "234 more warnings not shown", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.body) > MaxBodyBytes {
+				t.Fatalf("test body of %d bytes is over the limit", len(tc.body))
+			}
+			// A mapping for every ServiceAccount, so that the pod is admitted
+			// with an identity and logged whatever its names.
+			// Names longer than Kubernetes allows cannot exist: they must not
+			// reach the cache, which would ask the API server and log them.
+			h, logs := testHandler(t, func(o *HandlerOptions) {
+				o.Mapping = func() *identity.Mapping { return everyone }
+				o.ServiceAccounts = nameCheckingSAs{t}
+			})
+			w := post(h, tc.contentType, tc.body)
+			if w.Code != tc.wantStatus {
+				t.Fatalf("status %d, want %d; body: %.300s", w.Code, tc.wantStatus, w.Body)
+			}
+			if w.Body.Len() > tc.maxBody {
+				t.Errorf("answer is %d bytes, want at most %d: %.600s", w.Body.Len(), tc.maxBody, w.Body)
+			}
+			if n := len(logs.String()); n > 4<<10 {
+				t.Errorf("log is %d bytes, want at most 4 KiB: %.600s", n, logs)
+			}
+			if !strings.Contains(w.Body.String(), tc.wantAnswer) {
+				t.Errorf("answer does not contain %q: %.600s", tc.wantAnswer, w.Body)
+			}
+			if !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log does not contain %q: %.600s", tc.wantLog, logs)
+			}
+		})
+	}
+}
+
+// TestServeHTTPBoundsAmplification sends pods that cost little to send and, per
+// byte, much to answer or to decode: an empty container "{}" is 3 bytes of
+// request but about 500 of patch, an empty volume, mount or env var about 30
+// bytes decoded. The answer and the memory of serving one stay small.
+func TestServeHTTPBoundsAmplification(t *testing.T) {
+	podOf := func(containers int) []byte {
+		return []byte(`{"metadata":{"generateName":"app-"},"spec":{"serviceAccountName":"app","containers":[` +
+			strings.Repeat(`{},`, containers-1) + `{}]}}`)
+	}
+	// podOfList is a pod of one container whose list (or the pod's volumes)
+	// has n empty items.
+	podOfList := func(list string, n int) []byte {
+		items := `[` + strings.Repeat(`{},`, n-1) + `{}]`
+		if list == "volumes" {
+			return []byte(`{"metadata":{"generateName":"app-"},"spec":{"serviceAccountName":"app","volumes":` + items + `,"containers":[{"name":"c"}]}}`)
+		}
+		return []byte(`{"metadata":{"generateName":"app-"},"spec":{"serviceAccountName":"app","containers":[{"name":"c","` + list + `":` + items + `}]}}`)
+	}
+	const items = (MaxBodyBytes - 1024) / 3
+	ns := "default"
+	for _, tc := range []struct {
+		name        string
+		pod         []byte
+		wantPatch   bool
+		maxAnswer   int    // bytes
+		wantWarning string // prefix of the only warning
+		wantLog     string // in the log
+		wantReason  string // notInjected in the log, when not patched
+	}{
+		{"a 3 MiB pod of empty containers", podOf(items), false, 1 << 10,
+			"podiam: pod has more than 256 containers and init containers; not injecting", `"level":"WARN","msg":"pod admitted"`,
+			"too many containers"},
+		{"the most containers injected", podOf(256), true, 256 << 10, "", `"level":"INFO","msg":"pod admitted"`, ""},
+		{"a 3 MiB list of empty volumes", podOfList("volumes", items), false, 1 << 10,
+			"podiam: pod has more than 16384 volumes and volume mounts; not injecting", `"level":"WARN","msg":"pod admitted"`,
+			"too many volumes and volume mounts"},
+		{"a 3 MiB list of empty volume mounts", podOfList("volumeMounts", items), false, 1 << 10,
+			"podiam: pod has more than 16384 volumes and volume mounts; not injecting", `"level":"WARN","msg":"pod admitted"`,
+			"too many volumes and volume mounts"},
+		// Of env, decoding keeps only the variables that injection adds.
+		{"a 3 MiB env of empty items injected", podOfList("env", items), true, 4 << 10, "", `"level":"INFO","msg":"pod admitted"`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, logs := testHandler(t)
+			body := reviewBody(t, tc.pod, reviewOpts{namespace: &ns})
+			if len(body) > MaxBodyBytes {
+				t.Fatalf("test body of %d bytes is over the limit", len(body))
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			w := post(h, "application/json", body)
+			runtime.ReadMemStats(&after)
+			// Reading the body into a growing buffer costs about twice its size.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
+				t.Errorf("serving a %d-byte request allocated %d MiB, want at most 32 MiB", len(body), alloc>>20)
+			}
+			if w.Body.Len() > tc.maxAnswer {
+				t.Errorf("answer is %d bytes, want at most %d", w.Body.Len(), tc.maxAnswer)
+			}
+			r := decodeResponse(t, w).Response
+			if !r.Allowed || (r.Patch != nil) != tc.wantPatch {
+				t.Errorf("allowed %v, patch of %d bytes; want allowed, patch %v", r.Allowed, len(r.Patch), tc.wantPatch)
+			}
+			if tc.wantWarning == "" && len(r.Warnings) > 0 || tc.wantWarning != "" && (len(r.Warnings) != 1 || !strings.HasPrefix(r.Warnings[0], tc.wantWarning)) {
+				t.Errorf("warnings %q, want one like %q", r.Warnings, tc.wantWarning)
+			}
+			if !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log does not contain %s: %.600s", tc.wantLog, logs)
+			}
+			if tc.wantPatch {
+				return
+			}
+			if line := logLine(t, logs.String(), "pod admitted"); line["notInjected"] != tc.wantReason {
+				t.Errorf("log line %v, want notInjected=%s", line, tc.wantReason)
+			}
+			if got := testutil.ToFloat64(h.pods[podsKey{identity.ModeIRSA, false}]); got != 1 {
+				t.Errorf("pods_total{mode=irsa,patched=false} = %v, want 1", got)
+			}
+		})
+	}
+}
+
+// nameCheckingSAs fails the test when asked for a name no ServiceAccount can
+// have; it finds none.
+type nameCheckingSAs struct{ t *testing.T }
+
+func (s nameCheckingSAs) Lookup(_ context.Context, ns, name string) (map[string]string, bool, error) {
+	if len(ns) > 63 || len(name) > 253 {
+		s.t.Errorf("looked up a ServiceAccount named %d bytes in a namespace of %d bytes", len(name), len(ns))
+	}
+	return nil, false, nil
+}
+
+func TestClip(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		max  int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"eleven char", 10, "eleven cha…(truncated, 11 bytes)"},
+		// "é" is two bytes: a cut inside it moves back to its start.
+		{"abcdefghié", 10, "abcdefghi…(truncated, 11 bytes)"},
+		{"ééééé", 3, "é…(truncated, 10 bytes)"},
+	} {
+		if got := clip(tc.s, tc.max); got != tc.want {
+			t.Errorf("clip(%q, %d) = %q, want %q", tc.s, tc.max, got, tc.want)
+		}
+	}
+}
+
+// The pod is decoded in the same pass as the review when kind and operation
+// come before the object, as the API server writes them; in any other order
+// the answer must be the same.
+func TestServeHTTPObjectBeforeKind(t *testing.T) {
+	pod, err := json.Marshal(testPod())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const head = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{`
+	kindOp := `"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"default","operation":"CREATE"`
+	for _, tc := range []struct {
+		name      string
+		request   string
+		wantPatch bool
+		wantCode  int
+	}{
+		{"kind first", kindOp + `,"object":` + string(pod), true, http.StatusOK},
+		{"object first", `"object":` + string(pod) + `,` + kindOp, true, http.StatusOK},
+		{"object between", `"uid":"u1","object":` + string(pod) + `,"kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"default"`, true, http.StatusOK},
+		// Not a pod after all: its shape does not matter.
+		{"odd object first, then a Deployment", `"object":{"spec":{"containers":"x"}},"uid":"u1","kind":{"group":"apps","version":"v1","kind":"Deployment"},"operation":"CREATE"`, false, http.StatusOK},
+		{"odd object first, then a pod", `"object":{"spec":{"containers":"x"}},` + kindOp, false, http.StatusBadRequest},
+		{"odd object after a pod kind", kindOp + `,"object":{"spec":{"containers":"x"}}`, false, http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := testHandler(t)
+			w := post(h, "application/json", []byte(head+tc.request+`}}`))
+			if w.Code != tc.wantCode {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.wantCode, w.Body)
+			}
+			if tc.wantCode != http.StatusOK {
+				if !strings.Contains(w.Body.String(), "decoding pod") {
+					t.Errorf("answer %q does not say the pod does not decode", w.Body)
+				}
+				return
+			}
+			r := decodeResponse(t, w).Response
+			if string(r.UID) != "u1" || !r.Allowed || (r.Patch != nil) != tc.wantPatch {
+				t.Fatalf("uid %q allowed %v patch %v, want u1, allowed, patch %v", r.UID, r.Allowed, r.Patch != nil, tc.wantPatch)
+			}
+			if tc.wantPatch {
+				allContainers(checkIRSAContainer(testAppRoleARN, testIRSATokenFile, false))(t, applyPatch(t, pod, r.Patch))
 			}
 		})
 	}

@@ -1,12 +1,10 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -19,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podiam/podiam/internal/identity"
-	"github.com/podiam/podiam/internal/inject"
 	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -44,32 +42,15 @@ const (
 
 var testKeys = identity.NewKeys(identity.DefaultAnnotationPrefix)
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testHandler returns a Handler with a fixed configuration (the flag defaults plus
-// a region), fresh metrics and a JSON logger writing into the returned buffer:
+// a region), fresh metrics and a JSON logger writing into the returned buffer,
+// after applying mods to its options:
 //   - shop/orders-api: IRSA by annotation, regional STS
 //   - default/app: IRSA by annotation
 //   - team/mapped: IRSA by mapping
 //   - shop/pi-app: Pod Identity by container-credentials file
 //   - anything else: no identity
-func testHandler(t testing.TB) (*Handler, *syncBuffer) {
+func testHandler(t testing.TB, mods ...func(*HandlerOptions)) (*Handler, *testutil.SyncBuffer) {
 	t.Helper()
 	mapping, err := identity.ParseMapping([]byte(`{"team/mapped":{"RoleARN":"arn:aws:iam::111122223333:role/mapped","TokenExpiration":3600}}`))
 	if err != nil {
@@ -79,16 +60,10 @@ func testHandler(t testing.TB) (*Handler, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	h := &Handler{
-		Resolver: &identity.Resolver{Keys: testKeys, Defaults: identity.Defaults{
-			Audience: "sts.amazonaws.com", TokenExpiration: 86400, ContainerCredentialsAudience: "pods.eks.amazonaws.com",
-		}},
-		Injector: &inject.Config{
-			Keys: testKeys, TokenMountPath: inject.DefaultTokenMountPath, Region: testRegion,
-			ContainerCredsMountPath: inject.DefaultContainerCredsMountPath, ContainerCredsVolumeName: inject.DefaultContainerCredsVolumeName,
-			ContainerCredsTokenPath: inject.DefaultContainerCredsTokenPath, ContainerCredsFullURI: inject.DefaultContainerCredsFullURI,
-		},
+	logs := &testutil.SyncBuffer{}
+	o := HandlerOptions{
+		Defaults: identity.Defaults{Audience: "sts.amazonaws.com", ContainerCredentialsAudience: "pods.eks.amazonaws.com"},
+		Region:   testRegion,
 		ServiceAccounts: staticSAs{
 			"shop/orders-api": {testKeys.RoleARN: testRoleARN, testKeys.RegionalSTS: "true"},
 			"default/app":     {testKeys.RoleARN: testAppRoleARN},
@@ -99,7 +74,10 @@ func testHandler(t testing.TB) (*Handler, *syncBuffer) {
 		Metrics:              metrics.NewWebhook(prometheus.NewRegistry()),
 		Logger:               slog.New(slog.NewJSONHandler(logs, nil)),
 	}
-	return h, logs
+	for _, m := range mods {
+		m(&o)
+	}
+	return NewHandler(o), logs
 }
 
 // testPod returns a pod in namespace default with ServiceAccount app and two
@@ -225,6 +203,22 @@ func histogramCount(t testing.TB, h prometheus.Histogram) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// counterSum returns the sum of all series of c.
+func counterSum(t testing.TB, c prometheus.Collector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		sum += d.GetCounter().GetValue()
+	}
+	return sum
 }
 
 // envOf returns a container's env vars by name (literal values, or

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/podiam/podiam/internal/metrics"
 )
 
 // ReadyCheck is one condition of /readyz.
@@ -44,6 +47,29 @@ type Server struct {
 	// ShutdownTimeout bounds the graceful drain on stop.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+	// Metrics counts refused requests and admissions in flight; may be nil.
+	Metrics *metrics.Webhook
+
+	// MaxInFlightBytes bounds the bodies of the /mutate requests served at once,
+	// as they declare them (each counted as at least MinRequestReservation);
+	// the excess is answered 429 with Retry-After before its body is read.
+	// Zero means DefaultMaxInFlightBytes.
+	MaxInFlightBytes int64
+	// HTTP2MaxConcurrentStreams bounds the streams of one HTTP/2 connection.
+	// Zero means DefaultHTTP2MaxConcurrentStreams.
+	HTTP2MaxConcurrentStreams int
+	// MaxConnections and MetricsMaxConnections bound the open connections of the
+	// admission and metrics ports; a connection beyond closes the longest-idle
+	// one (or, if every one is serving a request, is closed itself), so that
+	// idle connections cannot lock out the API server or kubelet's probes. Zero
+	// means DefaultMaxConnections and DefaultMetricsMaxConnections.
+	MaxConnections, MetricsMaxConnections int
+	// RequireClientCert refuses /mutate (403) to a client without a verified
+	// certificate; TLS must verify them (RequireClientCerts).
+	RequireClientCert bool
+	// ReadTimeout, WriteTimeout and IdleTimeout apply to both ports. Zero means
+	// 30 s, 30 s and 90 s.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
 	draining atomic.Bool
 }
@@ -51,7 +77,11 @@ type Server struct {
 // Routes returns the handler of the TLS port: /mutate, /healthz and /readyz.
 func (s *Server) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/mutate", s.Mutate)
+	var mutate http.Handler = newAdmissionLimiter(s.Mutate, orDefault(s.MaxInFlightBytes, DefaultMaxInFlightBytes), MaxBodyBytes, s.Metrics)
+	if s.RequireClientCert {
+		mutate = requireClientCert(mutate, s.Metrics)
+	}
+	mux.Handle("/mutate", mutate)
 	s.health(mux)
 	return mux
 }
@@ -103,20 +133,22 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		logger = slog.Default()
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	servers := []*http.Server{{
-		Handler:           s.Routes(),
-		TLSConfig:         s.TLS,
-		ReadHeaderTimeout: 10 * time.Second,
-		// The API server gives up on a webhook after at most 30 s; a client that
-		// trickles its body must not hold a goroutine and buffer longer.
-		ReadTimeout:  30 * time.Second,
-		WriteTimeout: 30 * time.Second,
-		IdleTimeout:  90 * time.Second,
-		ErrorLog:     errLog,
-	}}
+	servers := []*http.Server{s.httpServer(s.Routes(), errLog, orDefault(s.MaxConnections, DefaultMaxConnections))}
+	servers[0].TLSConfig = s.TLS
+	servers[0].HTTP2 = &http.HTTP2Config{
+		MaxConcurrentStreams: orDefault(s.HTTP2MaxConcurrentStreams, DefaultHTTP2MaxConcurrentStreams),
+	}
 	lns := []net.Listener{tls.NewListener(ln, s.TLS)}
 	if metricsLn != nil {
-		servers = append(servers, &http.Server{Handler: s.MetricsRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog})
+		// The metrics port gets the same timeouts: without them every idle
+		// keep-alive connection would stay open, and hold memory, forever.
+		msrv := s.httpServer(s.MetricsRoutes(), errLog, orDefault(s.MetricsMaxConnections, DefaultMetricsMaxConnections))
+		if s.Profiling && msrv.WriteTimeout < profilingWriteTimeout {
+			// /debug/pprof/profile and /trace stream for their ?seconds= (30 s by
+			// default) and refuse durations past the write timeout.
+			msrv.WriteTimeout = profilingWriteTimeout
+		}
+		servers = append(servers, msrv)
 		lns = append(lns, metricsLn)
 	}
 	errc := make(chan error, len(servers))
@@ -161,6 +193,34 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	}
 	logger.Info("stopped serving")
 	return err
+}
+
+// profilingWriteTimeout is the metrics port's write timeout with profiling on.
+const profilingWriteTimeout = 2 * time.Minute
+
+// httpServer returns an http.Server with the timeouts of Server and at most
+// maxConns open connections.
+func (s *Server) httpServer(h http.Handler, errLog *log.Logger, maxConns int) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		// The API server gives up on a webhook after at most 30 s; a client that
+		// trickles its body must not hold a goroutine and buffer longer.
+		ReadTimeout:  orDefault(s.ReadTimeout, 30*time.Second),
+		WriteTimeout: orDefault(s.WriteTimeout, 30*time.Second),
+		IdleTimeout:  orDefault(s.IdleTimeout, 90*time.Second),
+		ErrorLog:     errLog,
+		// The cap is kept by closing connections, never by not accepting:
+		// see connLimiter.
+		ConnState: newConnLimiter(maxConns, NewConnGrace).ConnState,
+	}
+}
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func addr(ln net.Listener) string {

@@ -3,17 +3,11 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,54 +26,32 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/podiam/podiam/internal/certs"
 	"github.com/podiam/podiam/internal/metrics"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 var silenceControllerRuntime sync.Once
 
-// testCert is a self-signed serving certificate for 127.0.0.1.
+// testCert is a serving certificate for podiam.podiam.svc, localhost and
+// 127.0.0.1, and the CA that signed it.
 type testCert struct {
-	serial          int64
 	certPEM, keyPEM []byte
-	cert            *x509.Certificate
+	cert, ca        *x509.Certificate
 }
 
-func newTestCert(t *testing.T, serial int64) testCert {
+func newTestCert(t *testing.T) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := certs.NewBundle(certs.Policy{CAValidity: time.Hour, CertValidity: time.Hour,
+		DNSNames: []string{"podiam.podiam.svc", "localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: "podiam.podiam.svc"},
-		DNSNames:              []string{"podiam.podiam.svc", "localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	data, err := b.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCert{
-		serial:  serial,
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		cert:    cert,
-	}
+	return testCert{certPEM: data[certs.KeyTLSCert], keyPEM: data[certs.KeyTLSKey], cert: b.Cert, ca: b.CAs[0]}
 }
 
 // writeAtomic replaces path in one rename, as cert-manager's writers and
@@ -99,9 +71,11 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 type testServer struct {
 	addr, metricsAddr string
 	roots             *x509.CertPool
+	cert              testCert // the serving certificate it starts with
 	certPath, keyPath string
 	cw                *certwatcher.CertWatcher
 	handler           *Handler
+	metrics           *metrics.Webhook // the handler's and the Server's
 	cancel            context.CancelFunc
 	done              chan error // Serve's result
 }
@@ -110,12 +84,14 @@ type serverOpts struct {
 	mutate  func(h *Handler) http.Handler // wraps the handler; nil serves it directly
 	checks  []ReadyCheck
 	certDir func(t *testing.T, c testCert) (certPath, keyPath string) // nil: two plain files
+	tls     func(cfg *tls.Config)                                     // adjusts the TLS configuration
+	server  func(s *Server)                                           // adjusts the Server before it serves
 }
 
 func startServer(t *testing.T, o serverOpts) *testServer {
 	t.Helper()
 	silenceControllerRuntime.Do(func() { ctrllog.SetLogger(logr.Discard()) })
-	c := newTestCert(t, 1)
+	c := newTestCert(t)
 	var certPath, keyPath string
 	if o.certDir != nil {
 		certPath, keyPath = o.certDir(t, c)
@@ -135,22 +111,27 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := testHandler(t)
-	h.Logger = discardLogger()
+	if o.tls != nil {
+		o.tls(tlsCfg)
+	}
 	reg := prometheus.NewRegistry()
-	h.Metrics = metrics.NewWebhook(reg)
+	m := metrics.NewWebhook(reg)
+	h, _ := testHandler(t, func(o *HandlerOptions) { o.Logger, o.Metrics = discardLogger(), m })
 	var mutate http.Handler = h
 	if o.mutate != nil {
 		mutate = o.mutate(h)
 	}
 	ln, mln := listenPair(t)
-	srv := &Server{Mutate: mutate, TLS: tlsCfg, Gatherer: reg, Checks: o.checks, ShutdownTimeout: 10 * time.Second, Logger: discardLogger()}
+	srv := &Server{Mutate: mutate, TLS: tlsCfg, Gatherer: reg, Checks: o.checks, ShutdownTimeout: 10 * time.Second, Logger: discardLogger(), Metrics: m}
+	if o.server != nil {
+		o.server(srv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{
-		addr: ln.Addr().String(), metricsAddr: mln.Addr().String(), roots: x509.NewCertPool(),
-		certPath: certPath, keyPath: keyPath, cw: cw, handler: h, cancel: cancel, done: make(chan error, 1),
+		addr: ln.Addr().String(), metricsAddr: mln.Addr().String(), roots: x509.NewCertPool(), cert: c,
+		certPath: certPath, keyPath: keyPath, cw: cw, handler: h, metrics: m, cancel: cancel, done: make(chan error, 1),
 	}
-	ts.roots.AddCert(c.cert)
+	ts.roots.AddCert(c.ca)
 	cwDone := make(chan struct{})
 	go func() {
 		defer close(cwDone)
@@ -186,6 +167,14 @@ func (ts *testServer) url(path string) string { return "https://" + ts.addr + pa
 func get(t *testing.T, c *http.Client, url string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(url)
+	b := readBody(t, resp, err)
+	return resp.StatusCode, string(b)
+}
+
+// readBody returns the whole body of resp, the answer to a request that
+// returned err; it fails t if the request or the read failed.
+func readBody(t *testing.T, resp *http.Response, err error) []byte {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,32 +183,19 @@ func get(t *testing.T, c *http.Client, url string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(b)
+	return b
 }
 
 // eventually polls cond every 10ms until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, 10*time.Millisecond, what, func() (bool, string) { return cond(), "" })
 }
 
 func postMutate(t *testing.T, c *http.Client, url string, body []byte) (*http.Response, admissionv1.AdmissionReview) {
 	t.Helper()
 	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readBody(t, resp, err)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
@@ -347,16 +323,16 @@ func TestServerMetrics(t *testing.T) {
 	}
 }
 
-// servingSerial opens a new TLS connection and returns the serial of the
-// certificate the server presents.
-func servingSerial(t *testing.T, ts *testServer) int64 {
+// servingCert opens a new TLS connection and returns the certificate the
+// server presents.
+func servingCert(t *testing.T, ts *testServer) *x509.Certificate {
 	t.Helper()
 	conn, err := tls.Dial("tcp", ts.addr, &tls.Config{RootCAs: ts.roots, ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	return conn.ConnectionState().PeerCertificates[0]
 }
 
 // kubeletSecretDir lays out a Secret volume as the kubelet does: tls.crt and
@@ -419,25 +395,25 @@ func TestServerCertificateReload(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startServer(t, serverOpts{certDir: tc.certDir})
-			next := newTestCert(t, 2)
-			ts.roots.AddCert(next.cert)
+			next := newTestCert(t)
+			ts.roots.AddCert(next.ca)
 			body := reviewBody(t, testPod(), reviewOpts{})
 
 			// A keep-alive connection opened before the rotation.
 			old := ts.client(false)
 			resp, _ := postMutate(t, old, ts.url("/mutate"), body)
-			if got := resp.TLS.PeerCertificates[0].SerialNumber.Int64(); got != 1 {
-				t.Fatalf("serving serial %d before rotation, want 1", got)
+			if !resp.TLS.PeerCertificates[0].Equal(ts.cert.cert) {
+				t.Fatal("before the rotation, the server does not present its first certificate")
 			}
 
 			tc.rotate(t, ts, next)
 			// The watcher polls once an hour here, so this is fsnotify at work.
 			eventually(t, 8*time.Second, "new connections see the new certificate", func() bool {
-				return servingSerial(t, ts) == 2
+				return servingCert(t, ts).Equal(next.cert)
 			})
 			resp, _ = postMutate(t, ts.client(false), ts.url("/mutate"), body)
-			if got := resp.TLS.PeerCertificates[0].SerialNumber.Int64(); got != 2 {
-				t.Errorf("new client sees serial %d, want 2", got)
+			if !resp.TLS.PeerCertificates[0].Equal(next.cert) {
+				t.Error("a new client does not see the new certificate")
 			}
 
 			// The old connection still works, on the old certificate.
@@ -455,9 +431,9 @@ func TestServerCertificateReload(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || !reused || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 1 {
-				t.Errorf("pre-rotation connection: status %d reused %v serial %v; want 200 on the same connection with serial 1",
-					resp.StatusCode, reused, resp.TLS.PeerCertificates[0].SerialNumber)
+			if first := resp.TLS.PeerCertificates[0].Equal(ts.cert.cert); resp.StatusCode != http.StatusOK || !reused || !first {
+				t.Errorf("pre-rotation connection: status %d reused %v first certificate %v; want 200 on the same connection with the first certificate",
+					resp.StatusCode, reused, first)
 			}
 		})
 	}
@@ -581,7 +557,7 @@ type rawServer struct {
 func startRawServer(t *testing.T, srv *Server, suites string) *rawServer {
 	t.Helper()
 	ln, mln := listenPair(t)
-	c := newTestCert(t, 7)
+	c := newTestCert(t)
 	pair, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -635,7 +611,7 @@ func TestServerServesWithAES256OnlySuites(t *testing.T) {
 		}
 	}()
 	roots := x509.NewCertPool()
-	roots.AddCert(rs.cert.cert)
+	roots.AddCert(rs.cert.ca)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: roots, ServerName: "localhost", MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}}, ForceAttemptHTTP2: true}}

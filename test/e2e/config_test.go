@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestConfigMapMapping: the kOps-style ConfigMap maps ServiceAccounts to roles;
@@ -21,14 +23,14 @@ func TestConfigMapMapping(t *testing.T) {
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, 2*time.Minute)
 	const (
-		ns       = "e2e-configmap"
-		teamNS   = "team-e2e-payments"
 		role1    = "arn:aws:iam::111122223333:role/mapped-v1"
 		role2    = "arn:aws:iam::111122223333:role/mapped-v2"
 		teamRole = "arn:aws:iam::111122223333:role/team-app"
 		annRole  = "arn:aws:iam::111122223333:role/from-annotation"
 	)
+	ns := testutil.UniqueName("e2e-configmap")
 	newNamespace(t, ctx, ns, nil)
+	teamNS := testutil.UniqueName("team-e2e-payments") // matched by the glob key team-*/app
 	newNamespace(t, ctx, teamNS, nil)
 	newServiceAccount(t, ctx, ns, "mapped", nil)
 	newServiceAccount(t, ctx, ns, "annotated", map[string]string{annoRoleARN: annRole})
@@ -57,7 +59,7 @@ func TestConfigMapMapping(t *testing.T) {
 	waitRole := func(ns, sa, role string) *corev1.Pod {
 		t.Helper()
 		var got *corev1.Pod
-		eventually(t, 20*time.Second, 100*time.Millisecond, fmt.Sprintf("a pod of %s/%s with role %q", ns, sa, role), func() (bool, string) {
+		testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, fmt.Sprintf("a pod of %s/%s with role %q", ns, sa, role), func() (bool, string) {
 			got = createPod(t, ctx, client, ns, simplePod(sa))
 			return roleOf(got) == role, "role " + roleOf(got)
 		})
@@ -92,7 +94,7 @@ func TestConfigMapMapping(t *testing.T) {
 	if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update ConfigMap: %v", err)
 	}
-	eventually(t, 20*time.Second, 100*time.Millisecond, "the reload error to be counted", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the reload error to be counted", func() (bool, string) {
 		n := webhookMetric(t, ctx, "podiam_webhook_config_reloads_total", `result="error"`, `source="configmap"`)
 		return n > errorsBefore, fmt.Sprintf("errors %v (before %v)", n, errorsBefore)
 	})
@@ -102,7 +104,7 @@ func TestConfigMapMapping(t *testing.T) {
 	if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update ConfigMap: %v", err)
 	}
-	eventually(t, 20*time.Second, 100*time.Millisecond, "the second reload error to be counted", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the second reload error to be counted", func() (bool, string) {
 		n := webhookMetric(t, ctx, "podiam_webhook_config_reloads_total", `result="error"`, `source="configmap"`)
 		return n > errorsBefore, fmt.Sprintf("errors %v (before %v)", n, errorsBefore)
 	})
@@ -130,8 +132,8 @@ func TestContainerCredentialsFile(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, 2*time.Minute)
-	const ns = "e2e-podidentity"
 	const role = "arn:aws:iam::111122223333:role/irsa-too"
+	ns := testutil.UniqueName("e2e-podidentity")
 	newNamespace(t, ctx, ns, nil)
 	newServiceAccount(t, ctx, ns, "pi", map[string]string{annoRoleARN: role}) // Pod Identity wins
 	newServiceAccount(t, ctx, ns, "other", nil)
@@ -153,7 +155,7 @@ func TestContainerCredentialsFile(t *testing.T) {
 	waitPI := func(sa string, want bool) *corev1.Pod {
 		t.Helper()
 		var got *corev1.Pod
-		eventually(t, 20*time.Second, 100*time.Millisecond, fmt.Sprintf("a pod of %s with Pod Identity %v", sa, want), func() (bool, string) {
+		testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, fmt.Sprintf("a pod of %s with Pod Identity %v", sa, want), func() (bool, string) {
 			got = createPod(t, ctx, client, ns, simplePod(sa))
 			return isPI(got) == want, fmt.Sprint(awsEnv(&got.Spec.Containers[0]))
 		})
@@ -188,7 +190,7 @@ func TestContainerCredentialsFile(t *testing.T) {
 	// Malformed: counted, last good set kept.
 	errorsBefore := webhookMetric(t, ctx, "podiam_webhook_config_reloads_total", `result="error"`, `source="container-credentials"`)
 	write(`{"identities":[{"namespace":`)
-	eventually(t, 20*time.Second, 100*time.Millisecond, "the reload error to be counted", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the reload error to be counted", func() (bool, string) {
 		n := webhookMetric(t, ctx, "podiam_webhook_config_reloads_total", `result="error"`, `source="container-credentials"`)
 		return n > errorsBefore, fmt.Sprintf("errors %v (before %v)", n, errorsBefore)
 	})

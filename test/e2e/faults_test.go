@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestWebhookDown: with failurePolicy Fail, pods are rejected with a clear
@@ -24,36 +25,20 @@ import (
 func TestWebhookDown(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	const (
-		ns   = "e2e-faults"
-		role = "arn:aws:iam::111122223333:role/faults"
-		name = "e2e-faults"
-		hook = name + ".podiam.io"
-	)
+	const role = "arn:aws:iam::111122223333:role/faults"
+	name := testutil.UniqueName("e2e-faults") // the registration, its namespace and the namespace's label
+	hook := name + ".podiam.io"
+	ns := name
 	newNamespace(t, ctx, ns, map[string]string{isolatedLabel: name})
 	newServiceAccount(t, ctx, ns, "app", map[string]string{annoRoleARN: role})
 
-	w, err := harness.StartWebhook(ctx, harness.WebhookOptions{
+	w := startWebhook(t, ctx, name, harness.WebhookOptions{
 		Binary: podiamBin, Kubeconfig: cluster.Kubeconfig(), Namespace: ns, Dir: t.TempDir(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
-	logsOnFailure(t, name, w)
 	register := func(fp admissionregistrationv1.FailurePolicyType) {
 		t.Helper()
-		err := harness.Register(ctx, client, harness.Registration{
-			Name: name, URL: w.URL(), CABundle: w.CABundle, FailurePolicy: fp, SkipLabel: skipLabel,
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{isolatedLabel: name}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		registerIsolated(t, ctx, name, harness.Registration{Name: name, URL: w.URL(), CABundle: w.CABundle, FailurePolicy: fp})
 	}
-	t.Cleanup(func() {
-		_ = client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{})
-	})
 	mutated := func(p *corev1.Pod) bool { return roleOf(p) == role }
 	named := func(n string) *corev1.Pod {
 		p := simplePod("app")
@@ -63,7 +48,7 @@ func TestWebhookDown(t *testing.T) {
 
 	// --- failurePolicy Fail ---
 	register(admissionregistrationv1.Fail)
-	eventually(t, 20*time.Second, 100*time.Millisecond, "the registration to take effect", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the registration to take effect", func() (bool, string) {
 		p := createPod(t, ctx, client, ns, simplePod("app"))
 		return mutated(p), "unmutated pod " + p.Name
 	})
@@ -84,7 +69,7 @@ func TestWebhookDown(t *testing.T) {
 	// Retry the same pods, as a controller would, until each is created.
 	for i := range n {
 		pn := fmt.Sprintf("fail-%d", i)
-		eventually(t, 20*time.Second, 100*time.Millisecond, "pod "+pn+" to be admitted", func() (bool, string) {
+		testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "pod "+pn+" to be admitted", func() (bool, string) {
 			_, err := client.CoreV1().Pods(ns).Create(ctx, named(pn), metav1.CreateOptions{})
 			return err == nil || apierrors.IsAlreadyExists(err), fmt.Sprint(err)
 		})
@@ -119,7 +104,7 @@ func TestWebhookDown(t *testing.T) {
 	// old one rejects, under the new one admits unmutated.
 	w.Kill()
 	var ignored []*corev1.Pod
-	eventually(t, 20*time.Second, 100*time.Millisecond, "failurePolicy Ignore to take effect", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "failurePolicy Ignore to take effect", func() (bool, string) {
 		p, err := client.CoreV1().Pods(ns).Create(ctx, simplePod("app"), metav1.CreateOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -139,7 +124,7 @@ func TestWebhookDown(t *testing.T) {
 			t.Errorf("pod %s mutated while the webhook was down", p.Name)
 		}
 	}
-	eventually(t, 10*time.Second, 200*time.Millisecond, "apiserver_admission_webhook_fail_open_count to count the pods", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 200*time.Millisecond, "apiserver_admission_webhook_fail_open_count to count the pods", func() (bool, string) {
 		text, err := apiserverMetrics(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -167,7 +152,7 @@ func TestWebhookDown(t *testing.T) {
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, 100*time.Millisecond, "pods to be mutated after the restart", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "pods to be mutated after the restart", func() (bool, string) {
 		p := createPod(t, ctx, client, ns, simplePod("app"))
 		return mutated(p), "unmutated pod " + p.Name
 	})

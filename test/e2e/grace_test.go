@@ -2,23 +2,20 @@ package e2e
 
 import (
 	"crypto/tls"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // watchDelay is how far behind the API server the webhook's ServiceAccount
@@ -34,32 +31,16 @@ const watchDelay = 1500 * time.Millisecond
 func TestServiceAccountGracePeriod(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	const (
-		ns   = "e2e-grace"
-		name = "e2e-grace"
-	)
+	name := testutil.UniqueName("e2e-grace") // the registration, its namespace and the namespace's label
+	ns := name
 	newNamespace(t, ctx, ns, map[string]string{isolatedLabel: name})
 	dir := t.TempDir()
 	kubeconfig := startWatchDelayProxy(t, dir)
-	w, err := harness.StartWebhook(ctx, harness.WebhookOptions{
+	w := startWebhook(t, ctx, name, harness.WebhookOptions{
 		Binary: podiamBin, Kubeconfig: kubeconfig, Namespace: ns, Dir: dir,
 		Args: []string{"--service-account-lookup-grace-period=2s", "--aws-default-region=" + region},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
-	logsOnFailure(t, name, w)
-	err = harness.Register(ctx, client, harness.Registration{
-		Name: name, URL: w.URL(), CABundle: w.CABundle, SkipLabel: skipLabel,
-		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{isolatedLabel: name}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{})
-	})
+	registerIsolated(t, ctx, name, harness.Registration{Name: name, URL: w.URL(), CABundle: w.CABundle})
 	if err := waitActive(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
@@ -122,25 +103,11 @@ func startWatchDelayProxy(t *testing.T, dir string) string {
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 
+	// No credentials: the proxy adds the admin's.
 	kubeconfig := filepath.Join(dir, "kubeconfig-delayed")
-	cfg := strings.Join([]string{
-		"apiVersion: v1",
-		"kind: Config",
-		"clusters:",
-		"- name: delayed",
-		"  cluster:",
-		"    server: https://" + ln.Addr().String(),
-		"    certificate-authority-data: " + base64.StdEncoding.EncodeToString(caPEM),
-		"users:",
-		"- name: proxy",
-		"  user: {}",
-		"contexts:",
-		"- name: delayed",
-		"  context: {cluster: delayed, user: proxy}",
-		"current-context: delayed",
-		"",
-	}, "\n")
-	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+	err = harness.WriteKubeconfig(kubeconfig, &rest.Config{Host: "https://" + ln.Addr().String(),
+		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return kubeconfig

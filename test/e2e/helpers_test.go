@@ -13,7 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -51,14 +50,13 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// newNamespace creates a namespace with labels and its default ServiceAccount.
+// newNamespace creates namespace name with labels and its default
+// ServiceAccount. Name it with testutil.UniqueName: namespaces are never
+// finalized here (no kube-controller-manager), and `go test -count=2` runs
+// each test twice against the same cluster.
 func newNamespace(t *testing.T, ctx context.Context, name string, labels map[string]string) {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	if err := cluster.EnsureNamespace(ctx, name); err != nil {
+	if err := cluster.EnsureNamespace(ctx, name, labels); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -97,25 +95,6 @@ func createPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns st
 		t.Fatalf("get pod %s/%s: %v", ns, created.Name, err)
 	}
 	return got
-}
-
-// eventually polls cond every interval until it returns true or d passes;
-// cond's last message explains a timeout.
-func eventually(t *testing.T, d, interval time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		last = msg
-		if time.Now().After(deadline) || t.Context().Err() != nil {
-			t.Fatalf("timed out after %v waiting for %s; last: %s", d, what, last)
-		}
-		time.Sleep(interval)
-	}
 }
 
 // envMap returns a container's literal env vars and fails on duplicates.

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestServiceAccountAnnotations: the ServiceAccount's annotations decide the
@@ -18,7 +20,7 @@ func TestServiceAccountAnnotations(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, time.Minute)
-	const ns = "e2e-annotations"
+	ns := testutil.UniqueName("e2e-annotations")
 	newNamespace(t, ctx, ns, nil)
 	const role = "arn:aws:iam::111122223333:role/app"
 	newServiceAccount(t, ctx, ns, "full", map[string]string{
@@ -112,8 +114,8 @@ func TestContainerSelection(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, time.Minute)
-	const ns = "e2e-containers"
 	const role = "arn:aws:iam::111122223333:role/containers"
+	ns := testutil.UniqueName("e2e-containers")
 	newNamespace(t, ctx, ns, nil)
 	newServiceAccount(t, ctx, ns, "app", map[string]string{annoRoleARN: role})
 	ctr := func(name string) corev1.Container { return corev1.Container{Name: name, Image: image} }
@@ -183,8 +185,8 @@ func TestDeploymentShapedPodSurvives(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, time.Minute)
-	const ns = "e2e-deployment"
 	const role = "arn:aws:iam::111122223333:role/deployment"
+	ns := testutil.UniqueName("e2e-deployment")
 	newNamespace(t, ctx, ns, nil)
 	newServiceAccount(t, ctx, ns, "app", map[string]string{annoRoleARN: role, annoRegional: "true"})
 

@@ -7,7 +7,10 @@
 // works in its own namespace. Tests that need a webhook configured differently
 // (fault injection, self-managed certificates) run their own webhook process
 // with a registration limited to their own namespace by a namespaceSelector,
-// and the shared registration excludes those namespaces.
+// and the shared registration excludes those namespaces. A test's namespaces
+// and webhook registrations get unique names (testutil.UniqueName), and the
+// few fixed cluster-scoped names (the shipped RBAC) are deleted when their test
+// ends, so the package passes `go test -count=2` (make stress).
 package e2e
 
 import (
@@ -23,10 +26,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podiam/podiam/internal/testcluster"
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testcluster"
 )
 
 const (
@@ -53,6 +57,10 @@ var (
 	ccFile    string // the shared webhook's --watch-container-credentials-config
 )
 
+// podiamBuildFlags are the `go build` flags of the podiam binary the suite runs
+// (race_test.go adds -race under `go test -race`).
+var podiamBuildFlags []string
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -73,7 +81,7 @@ func run(m *testing.M) int {
 	}
 	buildDone := make(chan built, 1)
 	go func() { // build podiam while the control plane starts
-		bin, err := harness.BuildPodiam(ctx, tmp)
+		bin, err := harness.BuildPodiam(ctx, tmp, podiamBuildFlags...)
 		buildDone <- built{bin, err}
 	}()
 
@@ -118,7 +126,7 @@ func run(m *testing.M) int {
 // startShared starts the webhook most tests use and registers it for every
 // namespace except the isolated ones.
 func startShared(ctx context.Context, tmp string) error {
-	if err := cluster.EnsureNamespace(ctx, systemNamespace); err != nil {
+	if err := cluster.EnsureNamespace(ctx, systemNamespace, nil); err != nil {
 		return err
 	}
 	dir := filepath.Join(tmp, "shared")
@@ -161,24 +169,23 @@ func startShared(ctx context.Context, tmp string) error {
 // webhook that injects IRSA: a registration takes effect asynchronously.
 func waitActive(ctx context.Context, ns string) error {
 	const role = "arn:aws:iam::111122223333:role/probe"
-	if err := cluster.EnsureNamespace(ctx, ns); err != nil {
+	if err := cluster.EnsureNamespace(ctx, ns, nil); err != nil {
 		return err
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "probe", Annotations: map[string]string{annoRoleARN: role}}}
 	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		p, err := client.CoreV1().Pods(ns).Create(ctx, simplePod("probe"), metav1.CreateOptions{})
-		if err == nil && roleOf(p) == role {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webhook not active for namespace %s after 30s (last error: %v)", ns, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		last = err
+		return err == nil && roleOf(p) == role, nil
+	})
+	if err != nil {
+		return fmt.Errorf("webhook not active for namespace %s: %w (last error: %v)", ns, err, last)
 	}
+	return nil
 }
 
 // tail returns about the last n bytes of s.
@@ -200,5 +207,35 @@ func logsOnFailure(t *testing.T, name string, w *harness.Webhook) {
 		if t.Failed() {
 			t.Logf("%s webhook logs (tail):\n%s", name, tail(w.Logs(), 16<<10))
 		}
+	})
+}
+
+// startWebhook starts a test's own webhook process, which stops when t ends
+// and whose logs, under name, are printed if t fails.
+func startWebhook(t *testing.T, ctx context.Context, name string, o harness.WebhookOptions) *harness.Webhook {
+	t.Helper()
+	w, err := harness.StartWebhook(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	logsOnFailure(t, name, w)
+	return w
+}
+
+// registerIsolated registers r for the namespaces labelled isolatedLabel=label
+// only (the shared registration skips them), skipping pods labelled skipLabel
+// as shipped, and deletes the registration when t ends. r.Name must be unique
+// to the test: registrations are cluster-scoped.
+func registerIsolated(t *testing.T, ctx context.Context, label string, r harness.Registration) {
+	t.Helper()
+	r.SkipLabel = skipLabel
+	r.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{isolatedLabel: label}}
+	if err := harness.Register(ctx, client, r); err != nil {
+		t.Fatal(err)
+	}
+	// Not ctx: a test's context ends before its cleanups run.
+	t.Cleanup(func() {
+		_ = client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), r.Name, metav1.DeleteOptions{})
 	})
 }

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestManifests renders both kustomize overlays and applies every object to
@@ -32,10 +32,6 @@ import (
 func TestManifests(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	root, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -50,14 +46,14 @@ func TestManifests(t *testing.T) {
 
 	for _, overlay := range []string{"cert-manager", "self-managed"} {
 		t.Run(overlay, func(t *testing.T) {
-			objs := render(t, filepath.Join(root, "deploy", "overlays", overlay))
+			objs := renderOverlay(t, overlay)
 			kinds := map[string]int{}
 			for _, u := range objs {
 				kinds[u.GetKind()]++
 				gvk := u.GroupVersionKind()
 				// Discovery can lag behind a new CRD: refresh until it is there.
 				var m *meta.RESTMapping
-				eventually(t, 15*time.Second, 200*time.Millisecond, "a REST mapping for "+gvk.String(), func() (bool, string) {
+				testutil.Eventually(t, 15*time.Second, 200*time.Millisecond, "a REST mapping for "+gvk.String(), func() (bool, string) {
 					var err error
 					if m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 						mapper.Reset()
@@ -89,9 +85,15 @@ func TestManifests(t *testing.T) {
 	}
 }
 
-// render runs kustomize (the library kubectl uses) on dir.
-func render(t *testing.T, dir string) []*unstructured.Unstructured {
+// renderOverlay runs kustomize (the library kubectl uses) on the module's
+// deploy/overlays/<overlay>.
+func renderOverlay(t *testing.T, overlay string) []*unstructured.Unstructured {
 	t.Helper()
+	root, err := testutil.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "deploy", "overlays", overlay)
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
@@ -252,7 +254,7 @@ func installCertManagerCRDs(t *testing.T, dyn dynamic.Interface) {
 		if _, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("creating CRD %s: %v", crd.GetName(), err)
 		}
-		eventually(t, 30*time.Second, 100*time.Millisecond, "CRD "+crd.GetName()+" to be established", func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "CRD "+crd.GetName()+" to be established", func() (bool, string) {
 			u, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()

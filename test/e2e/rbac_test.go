@@ -3,10 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,10 +23,12 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestWebhookRunsWithShippedRBAC runs the webhook as the ServiceAccount of the
@@ -47,19 +47,17 @@ import (
 func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	const (
-		rbacSystemNS = "e2e-rbac-system" // the webhook's --namespace
-		ns           = "e2e-rbac"        // the pods'
-		saName       = "podiam-webhook"
-		annRole      = "arn:aws:iam::111122223333:role/rbac-annotated"
-		mapRole      = "arn:aws:iam::111122223333:role/rbac-mapped"
-		freshRole    = "arn:aws:iam::111122223333:role/rbac-fresh"
+	var (
+		rbacSystemNS = testutil.UniqueName("e2e-rbac-system") // the webhook's --namespace
+		ns           = testutil.UniqueName("e2e-rbac")        // the pods'
 	)
-	root, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs := render(t, filepath.Join(root, "deploy", "overlays", "self-managed"))
+	const (
+		saName    = "podiam-webhook"
+		annRole   = "arn:aws:iam::111122223333:role/rbac-annotated"
+		mapRole   = "arn:aws:iam::111122223333:role/rbac-mapped"
+		freshRole = "arn:aws:iam::111122223333:role/rbac-fresh"
+	)
+	objs := renderOverlay(t, "self-managed")
 
 	// The overlay's own flags, minus those the harness sets (ports, namespace).
 	var dep appsv1.Deployment
@@ -159,25 +157,9 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	}
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig-token")
-	kc := strings.Join([]string{
-		"apiVersion: v1",
-		"kind: Config",
-		"clusters:",
-		"- name: e2e",
-		"  cluster:",
-		"    server: " + cluster.URL(),
-		"    certificate-authority-data: " + base64.StdEncoding.EncodeToString(cluster.CACertPEM()),
-		"users:",
-		"- name: " + saName,
-		"  user:",
-		"    token: " + tr.Status.Token,
-		"contexts:",
-		"- name: e2e",
-		"  context: {cluster: e2e, user: " + saName + "}",
-		"current-context: e2e",
-		"",
-	}, "\n")
-	if err := os.WriteFile(kubeconfig, []byte(kc), 0o600); err != nil {
+	err = harness.WriteKubeconfig(kubeconfig, &rest.Config{Host: cluster.URL(), BearerToken: tr.Status.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: cluster.CACertPEM()}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	tokenCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -229,7 +211,7 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	}
 
 	// 3. The registration the RBAC names, without a caBundle, then the webhook.
-	ports, err := harness.FreePorts(2)
+	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,27 +219,16 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 		Binary: podiamBin, Kubeconfig: kubeconfig, Namespace: rbacSystemNS, Dir: dir,
 		SelfManaged: true, Port: ports[0], MetricsPort: ports[1], Args: args,
 	}
-	err = harness.Register(ctx, client, harness.Registration{
+	registerIsolated(t, ctx, ns, harness.Registration{
 		Name: cfgName, URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", opts.Port), FailurePolicy: admissionregistrationv1.Fail,
-		SkipLabel:         skipLabel,
-		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{isolatedLabel: ns}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	mwcs := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	t.Cleanup(func() { _ = mwcs.Delete(context.Background(), cfgName, metav1.DeleteOptions{}) })
 	begin := time.Now()
-	w, err := harness.StartWebhook(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
-	logsOnFailure(t, "shipped-RBAC", w)
+	w := startWebhook(t, ctx, "shipped-RBAC", opts)
 	t.Logf("webhook with the shipped RBAC ready in %v", time.Since(begin).Round(time.Millisecond))
 
 	// 4. podiam created the Secret and wrote its CA into the caBundle.
-	eventually(t, 15*time.Second, 100*time.Millisecond, "podiam to write the caBundle", func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, "podiam to write the caBundle", func() (bool, string) {
 		cfg, err := mwcs.Get(ctx, cfgName, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -272,7 +243,7 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 
 	// A pod of an annotated ServiceAccount (from the cache); the registration
 	// takes effect asynchronously.
-	eventually(t, 20*time.Second, 100*time.Millisecond, "a pod of "+ns+"/annotated to get "+annRole, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "a pod of "+ns+"/annotated to get "+annRole, func() (bool, string) {
 		p, err := client.CoreV1().Pods(ns).Create(ctx, simplePod("annotated"), metav1.CreateOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -296,7 +267,7 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	}
 	before := lookups("found")
 	i := 0
-	eventually(t, 30*time.Second, 0, "a ServiceAccount looked up in the API server", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, 0, "a ServiceAccount looked up in the API server", func() (bool, string) {
 		i++
 		name := fmt.Sprintf("fresh-%d", i)
 		newServiceAccount(t, ctx, ns, name, map[string]string{annoRoleARN: freshRole})
@@ -376,7 +347,7 @@ func createOrReplace(t *testing.T, ctx context.Context, dyn dynamic.Interface, m
 // is allowed (want true) or denied (want false).
 func waitAccess(t *testing.T, ctx context.Context, cs kubernetes.Interface, attrs []authorizationv1.ResourceAttributes, want bool, what string) {
 	t.Helper()
-	eventually(t, 15*time.Second, 100*time.Millisecond, what, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, what, func() (bool, string) {
 		for _, a := range attrs {
 			if ok, reason := accessAllowed(ctx, cs, a); ok != want {
 				return false, fmt.Sprintf("%s: allowed %v (%s)", attrString(a), ok, reason)

@@ -2,17 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -25,9 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-)
 
-const lateWebhookName = "zz-e2e-late-sidecar" // sorts after sharedWebhookName
+	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
+)
 
 // TestReinvocation: a webhook that runs after podiam adds a container; podiam
 // (reinvocationPolicy IfNeeded) is called again and injects it too, and
@@ -36,9 +30,13 @@ func TestReinvocation(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, time.Minute)
-	const ns = "e2e-reinvoke"
 	const role = "arn:aws:iam::111122223333:role/reinvoke"
-	newNamespace(t, ctx, ns, map[string]string{"e2e.podiam.io/late-sidecar": "true"})
+	// The late webhook's registration; its name sorts after sharedWebhookName,
+	// and it serves only the namespaces labelled with it.
+	lateWebhookName := testutil.UniqueName("zz-e2e-late-sidecar")
+	const lateLabel = "e2e.podiam.io/late-sidecar"
+	ns := testutil.UniqueName("e2e-reinvoke")
+	newNamespace(t, ctx, ns, map[string]string{lateLabel: lateWebhookName})
 	newServiceAccount(t, ctx, ns, "app", map[string]string{annoRoleARN: role, annoRegional: "true"})
 
 	late := startLateSidecarWebhook(t)
@@ -60,7 +58,7 @@ func TestReinvocation(t *testing.T) {
 			ReinvocationPolicy:      &never,
 			FailurePolicy:           &fail,
 			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(late.url), CABundle: late.caPEM},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"e2e.podiam.io/late-sidecar": "true"}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{lateLabel: lateWebhookName}},
 			Rules: []admissionregistrationv1.RuleWithOperations{{
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
 				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
@@ -75,7 +73,7 @@ func TestReinvocation(t *testing.T) {
 
 	// The registration takes effect asynchronously.
 	var got *corev1.Pod
-	eventually(t, 20*time.Second, 100*time.Millisecond, "the late webhook to add its container", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the late webhook to add its container", func() (bool, string) {
 		got = createPod(t, ctx, client, ns, simplePod("app"))
 		return len(got.Spec.Containers) == 2, fmt.Sprintf("%d containers", len(got.Spec.Containers))
 	})
@@ -183,30 +181,13 @@ func startLateSidecarWebhook(t *testing.T) *lateWebhook {
 // testServingCert returns a fresh CA (PEM) and a certificate for 127.0.0.1 it signed.
 func testServingCert(t *testing.T) ([]byte, tls.Certificate) {
 	t.Helper()
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := harness.LoopbackBundle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e-late-webhook-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	cert, err := b.TLSCertificate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return b.CABundle(), *cert
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,8 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // Self-managed certificate lifetimes: short enough that the serving
@@ -41,17 +42,17 @@ func TestSelfManagedCertificates(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 3*time.Minute)
 	const (
-		ns     = "e2e-selfmanaged"
-		name   = "e2e-selfmanaged"
 		secret = "e2e-selfmanaged-tls"
 		role   = "arn:aws:iam::111122223333:role/selfmanaged"
 	)
+	name := testutil.UniqueName("e2e-selfmanaged") // the registration, its namespace and the namespace's label
+	ns := name
 	newNamespace(t, ctx, ns, map[string]string{isolatedLabel: name})
 	newServiceAccount(t, ctx, ns, "app", map[string]string{annoRoleARN: role})
 	secrets := client.CoreV1().Secrets(ns)
 	mwcs := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
 
-	ports, err := harness.FreePorts(4)
+	ports, err := testutil.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,30 +72,19 @@ func TestSelfManagedCertificates(t *testing.T) {
 	o1 := opts(ports[0], ports[1])
 
 	// Registered first, without a caBundle: podiam must write it.
-	err = harness.Register(ctx, client, harness.Registration{
+	registerIsolated(t, ctx, name, harness.Registration{
 		Name: name, URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", o1.Port), FailurePolicy: admissionregistrationv1.Fail,
-		SkipLabel:         skipLabel,
-		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{isolatedLabel: name}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mwcs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	if cfg, err := mwcs.Get(ctx, name, metav1.GetOptions{}); err != nil || len(cfg.Webhooks[0].ClientConfig.CABundle) != 0 {
 		t.Fatalf("registration: %v, caBundle %q", err, cfgCABundle(cfg))
 	}
 
-	w1, err := harness.StartWebhook(ctx, o1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w1.Stop)
-	logsOnFailure(t, "self-managed #1", w1)
+	startWebhook(t, ctx, "self-managed #1", o1)
 	addr1 := fmt.Sprintf("127.0.0.1:%d", o1.Port)
 
 	// The caBundle is written and is the Secret's CA.
 	var caBundle []byte
-	eventually(t, 15*time.Second, 100*time.Millisecond, "podiam to write the caBundle", func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, "podiam to write the caBundle", func() (bool, string) {
 		cfg, err := mwcs.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -118,7 +108,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 
 	// The API server trusts podiam's CA: pods get mutated.
 	mutated := func(p *corev1.Pod) bool { return roleOf(p) == role }
-	eventually(t, 20*time.Second, 100*time.Millisecond, "pods to be mutated through the self-managed certificate", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "pods to be mutated through the self-managed certificate", func() (bool, string) {
 		p := createPod(t, ctx, client, ns, simplePod("app"))
 		return mutated(p), "unmutated pod " + p.Name
 	})
@@ -169,12 +159,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 
 	// A second replica on the same Secret and registration.
 	o2 := opts(ports[2], ports[3])
-	w2, err := harness.StartWebhook(ctx, o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w2.Stop)
-	logsOnFailure(t, "self-managed #2", w2)
+	startWebhook(t, ctx, "self-managed #2", o2)
 	addr2 := fmt.Sprintf("127.0.0.1:%d", o2.Port)
 
 	// Count the Secret's updates while both replicas run.
@@ -284,7 +269,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 	}
 
 	if caRotated {
-		eventually(t, 30*time.Second, 100*time.Millisecond, "pods to be admitted after the CA rotation", func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "pods to be admitted after the CA rotation", func() (bool, string) {
 			badMu.Lock()
 			defer badMu.Unlock()
 			n := 0
@@ -316,7 +301,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 8*time.Second, 100*time.Millisecond, "podiam to replace the corrupted Secret", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "podiam to replace the corrupted Secret", func() (bool, string) {
 		s, err := secrets.Get(ctx, secret, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -331,7 +316,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 			t.Errorf("/healthz on %d after the corrupted Secret: %d", o.MetricsPort, code)
 		}
 	}
-	eventually(t, 10*time.Second, 200*time.Millisecond, "pods to be mutated after the Secret was replaced", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 200*time.Millisecond, "pods to be mutated after the Secret was replaced", func() (bool, string) {
 		p, err := client.CoreV1().Pods(ns).Create(ctx, simplePod("app"), metav1.CreateOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -349,23 +334,11 @@ func cfgCABundle(cfg *admissionregistrationv1.MutatingWebhookConfiguration) []by
 
 func parseCerts(t *testing.T, data []byte) []*x509.Certificate {
 	t.Helper()
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatalf("parsing certificate: %v", err)
-		}
-		out = append(out, c)
+	certs, err := certutil.ParseCertsPEM(data)
+	if err != nil {
+		t.Fatalf("parsing PEM certificates: %v", err)
 	}
-	if len(out) == 0 {
-		t.Fatal("no certificate in PEM data")
-	}
-	return out
+	return certs
 }
 
 // leafCert returns the certificate a TLS server at addr presents.

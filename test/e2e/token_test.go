@@ -10,6 +10,8 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // TestProjectedToken: the token the kubelet would project into a mutated pod,
@@ -19,7 +21,7 @@ func TestProjectedToken(t *testing.T) {
 	t.Parallel()
 	logsOnFailure(t, "shared", shared)
 	ctx := ctxFor(t, time.Minute)
-	const ns = "e2e-token"
+	ns := testutil.UniqueName("e2e-token")
 	newNamespace(t, ctx, ns, nil)
 	sa := newServiceAccount(t, ctx, ns, "app", map[string]string{
 		annoRoleARN: "arn:aws:iam::111122223333:role/token", annoExpiration: "3600"})

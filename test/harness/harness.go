@@ -4,7 +4,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,39 +23,26 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/podiam/podiam/internal/certs"
+	"github.com/podiam/podiam/test/testutil"
 )
 
-// ModuleRoot returns the directory of the github.com/podiam/podiam go.mod,
-// found by walking up from the working directory.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/podiam/podiam\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("module github.com/podiam/podiam not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// BuildPodiam builds cmd/podiam into dir and returns the binary's path.
-func BuildPodiam(ctx context.Context, dir string) (string, error) {
-	root, err := ModuleRoot()
+// BuildPodiam builds cmd/podiam into dir, with extra `go build` flags (such as
+// -race), and returns the binary's path.
+func BuildPodiam(ctx context.Context, dir string, buildFlags ...string) (string, error) {
+	root, err := testutil.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "podiam")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/podiam")
+	args := append(append([]string{"build"}, buildFlags...), "-o", bin, "./cmd/podiam")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building podiam: %w\n%s", err, out)
@@ -91,21 +77,36 @@ type Webhook struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs syncBuffer
+	logs testutil.SyncBuffer
 }
 
+// Addr is the host:port of the admission (TLS) port.
+func (w *Webhook) Addr() string { return fmt.Sprintf("127.0.0.1:%d", w.o.Port) }
+
+// MetricsAddr is the host:port of the metrics port.
+func (w *Webhook) MetricsAddr() string { return fmt.Sprintf("127.0.0.1:%d", w.o.MetricsPort) }
+
 // URL is the admission endpoint.
-func (w *Webhook) URL() string { return fmt.Sprintf("https://127.0.0.1:%d/mutate", w.o.Port) }
+func (w *Webhook) URL() string { return "https://" + w.Addr() + "/mutate" }
 
 // MetricsURL is the metrics endpoint.
-func (w *Webhook) MetricsURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.o.MetricsPort)
+func (w *Webhook) MetricsURL() string { return "http://" + w.MetricsAddr() + "/metrics" }
+
+// Pid is the process ID of the last process started (for reading its
+// /proc entries), or 0 if none was.
+func (w *Webhook) Pid() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cmd == nil {
+		return 0
+	}
+	return w.cmd.Process.Pid
 }
 
 // StartWebhook starts the process and waits until /readyz answers 200. If it
 // does not, the process is killed and the error holds its logs.
 func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
-	ports, err := FreePorts(2)
+	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
 	}
 	w := &Webhook{o: o}
 	if !o.SelfManaged {
-		if w.CABundle, err = writeServingCert(o.Dir); err != nil {
+		if w.CABundle, err = WriteServingCert(o.Dir); err != nil {
 			return nil, err
 		}
 	}
@@ -147,7 +148,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 	args = append(args, w.o.Args...)
 	cmd := exec.Command(w.o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = &w.logs, &w.logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting podiam webhook: %w", err)
 	}
@@ -159,34 +160,39 @@ func (w *Webhook) Start(ctx context.Context) error {
 	return w.WaitReady(ctx, 60*time.Second)
 }
 
-// WaitReady polls /readyz until it answers 200.
+// WaitReady polls /readyz until it answers 200. It fails at once if the
+// process exits.
 func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.o.MetricsPort)
-	for {
-		w.mu.Lock()
-		done := w.done
-		w.mu.Unlock()
+	w.mu.Lock()
+	done := w.done
+	w.mu.Unlock()
+	exited := errors.New("podiam webhook exited")
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-done:
-			return fmt.Errorf("podiam webhook exited:\n%s", w.Logs())
+			return false, exited
 		default:
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("podiam webhook not ready: %w\n%s", ctx.Err(), w.Logs())
-		case <-time.After(50 * time.Millisecond):
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, nil // not listening yet
 		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	switch {
+	case errors.Is(err, exited):
+		return fmt.Errorf("%w:\n%s", err, w.Logs())
+	case err != nil:
+		return fmt.Errorf("podiam webhook not ready: %w\n%s", err, w.Logs())
 	}
+	return nil
 }
 
 // Stop sends SIGTERM and waits for the process to exit; SIGKILL after 10 s.
@@ -293,32 +299,21 @@ func Register(ctx context.Context, client kubernetes.Interface, r Registration) 
 	return nil
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1.
-func FreePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("picking a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+// LoopbackBundle returns a new CA and a serving certificate for 127.0.0.1 it
+// signed, both valid for a day: for test servers on loopback.
+func LoopbackBundle() (*certs.Bundle, error) {
+	pol := certs.Policy{CAValidity: 24 * time.Hour, CertValidity: 24 * time.Hour, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	b, err := certs.NewBundle(pol, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("issuing a loopback serving certificate: %w", err)
 	}
-	return ports, nil
+	return b, nil
 }
 
-// writeServingCert writes a CA-signed certificate for 127.0.0.1 to dir/tls.crt
+// WriteServingCert writes a CA-signed certificate for 127.0.0.1 to dir/tls.crt
 // and dir/tls.key and returns the CA's PEM for the caBundle.
-func writeServingCert(dir string) ([]byte, error) {
-	pol := certs.Policy{CAValidity: 24 * time.Hour, CertValidity: 24 * time.Hour, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	now := time.Now()
-	b, err := certs.NewBundle(pol, now)
+func WriteServingCert(dir string) ([]byte, error) {
+	b, err := LoopbackBundle()
 	if err != nil {
 		return nil, err
 	}
@@ -334,27 +329,25 @@ func writeServingCert(dir string) ([]byte, error) {
 	return data[certs.KeyCACert], nil
 }
 
+// WriteKubeconfig writes a kubeconfig file with cfg's server, CA and
+// credentials (client certificate, bearer token, or none), for a process that
+// takes --kubeconfig.
+func WriteKubeconfig(path string, cfg *rest.Config) error {
+	const name = "podiam-test"
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters[name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	kc.CurrentContext = name
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
 // TLSClientConfig trusts caBundle, for talking to the webhook directly.
 func TLSClientConfig(caBundle []byte) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caBundle)
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

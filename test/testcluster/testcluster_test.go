@@ -5,10 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podiam/podiam/test/testutil"
 )
 
 const testIssuer = "https://oidc.podiam.test/cluster-1"
@@ -27,15 +30,19 @@ func TestTokenRequestSignedByClusterKey(t *testing.T) {
 	defer cancel()
 
 	const ns, saName = "team-a", "app"
-	if err := c.EnsureNamespace(ctx, ns); err != nil {
+	labels := map[string]string{"team": "a"}
+	if err := c.EnsureNamespace(ctx, ns, labels); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.EnsureNamespace(ctx, ns); err != nil { // idempotent
+	if err := c.EnsureNamespace(ctx, ns, nil); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	cs, err := c.Clientset()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil || got.Labels["team"] != "a" {
+		t.Fatalf("EnsureNamespace: namespace %v (labels %v), want the label team=a", err, got.GetLabels())
 	}
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
 		t.Fatalf("EnsureNamespace did not create the default ServiceAccount: %v", err)
@@ -118,14 +125,22 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 	if got := c.IssuerURL(); got != DefaultIssuerURL {
 		t.Errorf("IssuerURL() = %q, want the default %q", got, DefaultIssuerURL)
 	}
-	pids := []int{c.etcd.pid, c.api.pid}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); err != nil {
-			t.Fatalf("pid %d not running before Stop: %v", pid, err)
+	// Both processes listen before Stop and nothing does after it: Stop
+	// returns once each process has exited.
+	apiURL, err := url.Parse(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"kube-apiserver": apiURL.Host, "etcd": c.env.ControlPlane.Etcd.URL.Host}
+	for name, addr := range addrs {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("%s not listening on %s before Stop: %v", name, addr, err)
 		}
+		conn.Close()
 	}
 	dir := c.Dir()
-	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver.log")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, apiServerLog)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -135,20 +150,16 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 	if err := c.Stop(); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	for _, pid := range pids {
-		// Both the process and its process group are gone (and reaped: a
-		// zombie would still accept signal 0).
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("pid %d still exists after Stop (kill 0: %v)", pid, err)
-		}
-		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process group %d still exists after Stop (kill 0: %v)", pid, err)
+	for name, addr := range addrs {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			t.Errorf("%s still listening on %s after Stop", name, addr)
 		}
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temp dir %s still exists after Stop (stat: %v)", dir, err)
 	}
-	if !strings.Contains(c.Logs(), "kube-apiserver.log") {
+	if !strings.Contains(c.Logs(), apiServerLog) {
 		t.Errorf("Logs() after Stop lost the captured tails: %q", c.Logs())
 	}
 }
@@ -168,7 +179,7 @@ func TestDefaultBinDirIsRepoBin(t *testing.T) {
 	}
 	root := filepath.Dir(dir)
 	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
-	if err != nil || filepath.Base(dir) != "bin" || !bytes.HasPrefix(b, []byte("module "+ModulePath+"\n")) {
+	if err != nil || filepath.Base(dir) != "bin" || !bytes.HasPrefix(b, []byte("module "+testutil.ModulePath+"\n")) {
 		t.Fatalf("resolveBinDir = %s (go.mod: %v)", dir, err)
 	}
 	t.Setenv("PODIAM_BIN_DIR", "/somewhere/else")
