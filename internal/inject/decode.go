@@ -1,9 +1,6 @@
 package inject
 
 import (
-	"bytes"
-	"fmt"
-
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -65,9 +62,9 @@ type (
 func (v *volumesOf) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	s := (*podSpec)(v)
 	list := []volume{}
-	null, err := decodeArray(dec, func() error {
+	null, err := jsonscan.DecodeElements(dec, func() error {
 		if !s.items.take() {
-			return skipObject(dec)
+			return jsonscan.SkipObject(dec)
 		}
 		list = append(list, volume{})
 		return json.UnmarshalDecode(dec, &list[len(list)-1])
@@ -123,9 +120,9 @@ type mountsOf container
 func (m *mountsOf) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	c := (*container)(m)
 	list := []volumeMount{}
-	null, err := decodeArray(dec, func() error {
+	null, err := jsonscan.DecodeElements(dec, func() error {
 		if !c.budget.take() {
-			return skipObject(dec)
+			return jsonscan.SkipObject(dec)
 		}
 		list = append(list, volumeMount{})
 		return list[len(list)-1].UnmarshalJSONFrom(dec)
@@ -173,7 +170,7 @@ type containerEnv []podEnvVar
 func (l *containerEnv) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	list := containerEnv{}
 	var seen uint32 // bit i: envNames[i] is in list
-	null, err := decodeArray(dec, func() error {
+	null, err := jsonscan.DecodeElements(dec, func() error {
 		i, err := decodeEnvVar(dec)
 		if err == nil && i >= 0 && seen&(1<<i) == 0 {
 			seen |= 1 << i
@@ -207,27 +204,9 @@ func decodeEnvVar(dec *jsontext.Decoder) (int, error) {
 // decodeEnvName reads a string (or null, the empty name) and returns its index
 // in envNames, or -1, without allocating for names that are not there.
 func decodeEnvName(dec *jsontext.Decoder) (int, error) {
-	switch k := dec.PeekKind(); k {
-	case 'n':
-		_, err := dec.ReadToken()
-		return -1, err
-	case '"':
-	case 0:
-		_, err := dec.ReadToken() // the syntax error
-		return -1, err
-	default:
-		return -1, fmt.Errorf("JSON %s is not a string", k)
-	}
-	raw, err := dec.ReadValue() // quoted, and checked to be valid
+	raw, err := jsonscan.ReadString(dec)
 	if err != nil {
 		return -1, err
-	}
-	if bytes.IndexByte(raw, '\\') >= 0 {
-		if raw, err = jsontext.AppendUnquote(nil, raw); err != nil {
-			return -1, err
-		}
-	} else {
-		raw = raw[1 : len(raw)-1]
 	}
 	for i, n := range envNames {
 		if string(raw) == n {

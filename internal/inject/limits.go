@@ -1,9 +1,9 @@
 package inject
 
 import (
-	"fmt"
-
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/podiam/podiam/internal/jsonscan"
 )
 
 // Bounds on the work and the answer of one pod. Without them a client can make
@@ -71,9 +71,9 @@ func (l *containerList) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 // decode decodes the list, keeping the volume mounts of its containers within b.
 func (l *containerList) decode(dec *jsontext.Decoder, b *itemBudget) error {
 	list := containerList{}
-	null, err := decodeArray(dec, func() error {
+	null, err := jsonscan.DecodeElements(dec, func() error {
 		if len(list) > MaxContainers {
-			return skipObject(dec)
+			return jsonscan.SkipObject(dec)
 		}
 		list = append(list, container{})
 		return list[len(list)-1].decode(dec, b)
@@ -83,45 +83,4 @@ func (l *containerList) decode(dec *jsontext.Decoder, b *itemBudget) error {
 	}
 	*l = list
 	return err
-}
-
-// decodeArray reads the next JSON array of dec, calling item to read each
-// element, or a JSON null, which it reports.
-func decodeArray(dec *jsontext.Decoder, item func() error) (null bool, err error) {
-	switch k := dec.PeekKind(); k {
-	case 'n':
-		_, err := dec.ReadToken()
-		return true, err
-	case '[':
-	case 0:
-		_, err := dec.ReadToken() // the syntax error
-		return false, err
-	default:
-		return false, fmt.Errorf("JSON %s is not an array", k)
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return false, err
-	}
-	for dec.PeekKind() != ']' {
-		if err := item(); err != nil {
-			return false, err
-		}
-	}
-	_, err = dec.ReadToken()
-	return false, err
-}
-
-// skipObject reads one list item that is not kept, checking only that it is
-// an object or null, as the items podiam keeps must be.
-func skipObject(dec *jsontext.Decoder) error {
-	switch k := dec.PeekKind(); k {
-	case '{', 'n':
-		_, err := dec.ReadValue() // one tight scan, which also checks the syntax
-		return err
-	case 0:
-		_, err := dec.ReadToken() // the syntax error
-		return err
-	default:
-		return fmt.Errorf("JSON %s is not an object", k)
-	}
 }

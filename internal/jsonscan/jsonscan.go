@@ -46,31 +46,16 @@ func DecodeObject(dec *jsontext.Decoder, v Fields) error {
 // valid only during the call. A JSON null calls nothing; any other kind of
 // value is an error.
 func DecodeMembers(dec *jsontext.Decoder, member func(name []byte) error) error {
-	switch k := dec.PeekKind(); k {
-	case 'n':
-		_, err := dec.ReadToken()
+	if null, err := expect(dec, '{'); null || err != nil {
 		return err
-	case '{':
-		if _, err := dec.ReadToken(); err != nil {
-			return err
-		}
-	case 0:
-		_, err := dec.ReadToken() // the syntax error
+	}
+	if _, err := dec.ReadToken(); err != nil {
 		return err
-	default:
-		return fmt.Errorf("JSON %s is not an object", k)
 	}
 	for dec.PeekKind() != '}' {
-		name, err := dec.ReadValue() // quoted; valid until the next read
+		name, err := readString(dec)
 		if err != nil {
 			return err
-		}
-		if bytes.IndexByte(name, '\\') >= 0 { // rare: an escaped name means what it decodes to
-			if name, err = jsontext.AppendUnquote(nil, name); err != nil {
-				return err
-			}
-		} else {
-			name = name[1 : len(name)-1]
 		}
 		if err := member(name); err != nil {
 			return err
@@ -79,3 +64,73 @@ func DecodeMembers(dec *jsontext.Decoder, member func(name []byte) error) error 
 	_, err := dec.ReadToken()
 	return err
 }
+
+// DecodeElements reads the next JSON array of dec, calling item to read each
+// element from dec, or a JSON null, which it reports; any other kind of value
+// is an error.
+func DecodeElements(dec *jsontext.Decoder, item func() error) (null bool, err error) {
+	if null, err := expect(dec, '['); null || err != nil {
+		return null, err
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return false, err
+	}
+	for dec.PeekKind() != ']' {
+		if err := item(); err != nil {
+			return false, err
+		}
+	}
+	_, err = dec.ReadToken()
+	return false, err
+}
+
+// SkipObject reads the next value of dec, checking only that it is a JSON
+// object or null: what a list item that is not kept must be.
+func SkipObject(dec *jsontext.Decoder) error {
+	if null, err := expect(dec, '{'); null || err != nil {
+		return err
+	}
+	_, err := dec.ReadValue() // one tight scan, which also checks the syntax
+	return err
+}
+
+// ReadString reads the next value of dec, a JSON string or null, and returns
+// its contents (nil for null), valid until the next read. Only a string with
+// escapes allocates.
+func ReadString(dec *jsontext.Decoder) ([]byte, error) {
+	if null, err := expect(dec, '"'); null || err != nil {
+		return nil, err
+	}
+	return readString(dec)
+}
+
+// readString reads the string that is the next value of dec.
+func readString(dec *jsontext.Decoder) ([]byte, error) {
+	raw, err := dec.ReadValue() // quoted, and checked to be valid
+	if err != nil {
+		return nil, err
+	}
+	if bytes.IndexByte(raw, '\\') >= 0 { // rare: an escaped string means what it decodes to
+		return jsontext.AppendUnquote(nil, raw)
+	}
+	return raw[1 : len(raw)-1], nil
+}
+
+// expect checks that the next value of dec is of kind want ('{', '[' or '"'),
+// leaving it unread, or null, which it reads and reports.
+func expect(dec *jsontext.Decoder, want jsontext.Kind) (null bool, err error) {
+	switch k := dec.PeekKind(); k {
+	case want:
+		return false, nil
+	case 'n':
+		_, err := dec.ReadToken()
+		return true, err
+	case 0:
+		_, err := dec.ReadToken() // the syntax error
+		return false, err
+	default:
+		return false, fmt.Errorf("JSON %s is not %s", k, kindNames[want])
+	}
+}
+
+var kindNames = map[jsontext.Kind]string{'{': "an object", '[': "an array", '"': "a string"}
