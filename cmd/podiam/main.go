@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -13,9 +14,46 @@ import (
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "podiam:", err)
-		os.Exit(1)
+		// An error without a message only sets the exit code (policy check's
+		// denial, already explained on stdout).
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "podiam:", msg)
+		}
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitError is a command's error that sets main's exit code. An empty
+// message prints nothing (policy check's denial, already explained on
+// stdout).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// ExitCode is the process exit code main uses.
+func (e *exitError) ExitCode() int { return e.code }
+
+// exitCode is the process exit code for the error a command returned: 0 for
+// none, the code an error in its chain carries, else 1.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return 1
 }
 
 func newRootCommand() *cobra.Command {
@@ -25,10 +63,11 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWebhookCommand(), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+	root.AddCommand(newWebhookCommand(), newOIDCCommand(), newPolicyCommand(), &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version",
+		Example: "  podiam version",
+		Args:    cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), version.String())
 		},

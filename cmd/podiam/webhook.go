@@ -96,7 +96,15 @@ func webhookCommand() (*cobra.Command, *webhookFlags) {
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Run the mutating admission webhook that injects IRSA and Pod Identity credentials",
-		Args:  cobra.NoArgs,
+		Example: `  # In a Deployment, with a certificate mounted from a Secret (cert-manager):
+  podiam webhook --tls-cert=/etc/webhook/certs/tls.crt --tls-key=/etc/webhook/certs/tls.key
+
+  # With its own CA and certificate, rotated, written into the webhook configuration:
+  podiam webhook --cert-mode=self-managed --namespace=podiam-system --service-name=pod-identity-webhook
+
+  # The kOps ConfigMap mapping, regional STS and a default region:
+  podiam webhook --watch-config-map --sts-regional-endpoint --aws-default-region=eu-west-1`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.showVersion { // as the Amazon webhook: print, exit 0, touch nothing
 				_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String())

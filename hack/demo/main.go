@@ -1,23 +1,35 @@
 // Command demo is `make demo`: it starts a real control plane (etcd and
 // kube-apiserver from bin/), runs `podiam webhook` with a self-managed
 // certificate, creates a ServiceAccount with a role annotation and a pod, and
-// prints what the pod got. It stops everything before it exits.
+// prints what the pod got. Then the issuer side: it publishes the cluster's
+// OIDC documents, serves them over HTTPS, verifies the pod's token against
+// what is served as AWS would, writes the role's trust policy and checks the
+// pod against it. It stops everything before it exits.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podiam/podiam/internal/oidc"
 	"github.com/podiam/podiam/test/harness"
 	"github.com/podiam/podiam/test/testcluster"
 	"github.com/podiam/podiam/test/testutil"
@@ -53,7 +65,14 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cluster, err := testcluster.Start(ctx, testcluster.Options{IssuerURL: "https://oidc.demo.podiam.example"})
+	ports, err := testutil.FreePorts(3)
+	if err != nil {
+		return err
+	}
+	// The issuer is served by `podiam oidc serve` on loopback, as a cluster
+	// that hosts its own issuer would; AWS would need a public host.
+	issuer := fmt.Sprintf("https://127.0.0.1:%d/demo", ports[2])
+	cluster, err := testcluster.Start(ctx, testcluster.Options{IssuerURL: issuer})
 	if err != nil {
 		return err
 	}
@@ -68,10 +87,6 @@ func run(ctx context.Context) error {
 		if err := cluster.EnsureNamespace(ctx, ns, nil); err != nil {
 			return err
 		}
-	}
-	ports, err := testutil.FreePorts(2)
-	if err != nil {
-		return err
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", ports[0])
 	// Registered without a caBundle: podiam writes its own CA into it.
@@ -144,8 +159,153 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("    iss %v\n    sub %v\n    aud %v\n    exp in %s\n    pod %v\n", claims.Iss, claims.Sub, claims.Aud,
 		time.Until(time.Unix(claims.Exp, 0)).Round(time.Minute), claims.Kubernetes.Pod.Name)
-	fmt.Println("  done: stopping the webhook and the control plane")
+
+	if err := issuerSide(ctx, bin, dir, cluster, issuer, ports[2], tr.Status.Token); err != nil {
+		return err
+	}
+	fmt.Println("  done: stopping everything")
 	return nil
+}
+
+// issuerSide publishes the cluster's issuer, serves it, verifies the pod's
+// token against the served documents, and writes and checks a trust policy.
+func issuerSide(ctx context.Context, bin, dir string, cluster *testcluster.Cluster, issuer string, port int, token string) error {
+	podiam := func(args ...string) (harness.Result, error) {
+		res, err := harness.RunPodiam(ctx, bin, nil, args...)
+		if err == nil && res.ExitCode > 1 { // 1 is policy check's "denied"
+			err = fmt.Errorf("podiam %s: exit %d\n%s", strings.Join(args, " "), res.ExitCode, res.Stderr)
+		}
+		return res, err
+	}
+	site := filepath.Join(dir, "issuer")
+	if _, err := podiam("oidc", "publish", "--kubeconfig", cluster.Kubeconfig(), "--issuer", issuer, "--to", site, "--no-register-hints"); err != nil {
+		return err
+	}
+	fmt.Printf("  oidc publish    the cluster's discovery document and JWKS, read from kube-apiserver, into %s\n", site)
+
+	tlsDir := filepath.Join(dir, "issuer-tls")
+	if err := os.Mkdir(tlsDir, 0o700); err != nil {
+		return err
+	}
+	caPEM, err := harness.WriteServingCert(tlsDir)
+	if err != nil {
+		return err
+	}
+	caFile := filepath.Join(tlsDir, "ca.crt")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		return err
+	}
+	var serveLogs testutil.SyncBuffer
+	serve, err := harness.StartPodiam(bin, &serveLogs, nil, "oidc", "serve", "--dir", site, "--address", "127.0.0.1",
+		"--port", strconv.Itoa(port), "--tls-cert", filepath.Join(tlsDir, "tls.crt"), "--tls-key", filepath.Join(tlsDir, "tls.key"))
+	if err != nil {
+		return err
+	}
+	defer serve.Stop()
+
+	// What AWS STS does with the token: fetch the discovery document, then
+	// the JWKS it names, and verify the signature with the key of its kid.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: harness.TLSClientConfig(caPEM)}}
+	var disc oidc.Discovery
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		return getJSON(ctx, hc, issuer+"/"+oidc.DiscoveryPath, &disc) == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("fetching the served discovery document: %w\n%s", err, serveLogs.String())
+	}
+	var keys jose.JSONWebKeySet
+	if err := getJSON(ctx, hc, disc.JWKSURI, &keys); err != nil {
+		return err
+	}
+	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.ES512})
+	if err != nil {
+		return err
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	found := keys.Key(kid)
+	if len(found) == 0 {
+		return fmt.Errorf("no key %q in the served JWKS", kid)
+	}
+	if _, err := jws.Verify(found[0]); err != nil {
+		return fmt.Errorf("the pod's token does not verify against the served JWKS: %w", err)
+	}
+	fmt.Printf("  oidc serve      %s serves them over HTTPS; the pod's token verifies against the\n"+
+		"                  JWKS its discovery document names (key %s…), as AWS STS checks it\n", issuer, kid[:8])
+
+	thumb, err := podiam("oidc", "thumbprint", "--ca-file", caFile, issuer)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  oidc thumbprint %s", thumb.Stdout)
+
+	trust, err := podiam("policy", "trust", "--account", "111122223333", "--issuer", issuer, "--serviceaccount", appNamespace+"/app")
+	if err != nil {
+		return err
+	}
+	trustFile := filepath.Join(dir, "trust.json")
+	if err := os.WriteFile(trustFile, []byte(trust.Stdout), 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("  policy trust    the role's trust policy for %s/app:\n%s", appNamespace, indent(trust.Stdout, "    "))
+	check, err := podiam("policy", "check", "--kubeconfig", cluster.Kubeconfig(), "--pod", appNamespace+"/app", "--trust-policy", trustFile)
+	if err != nil {
+		return err
+	}
+	if check.ExitCode != 0 {
+		return fmt.Errorf("policy check denied the pod its own trust policy:\n%s", check.Stdout)
+	}
+	fmt.Printf("  policy check    pod %s/app against it: %s\n", appNamespace, lastLine(check.Stdout))
+
+	other, err := podiam("policy", "trust", "--account", "111122223333", "--issuer", issuer, "--serviceaccount", appNamespace+"/reports")
+	if err != nil {
+		return err
+	}
+	otherFile := filepath.Join(dir, "trust-reports.json")
+	if err := os.WriteFile(otherFile, []byte(other.Stdout), 0o600); err != nil {
+		return err
+	}
+	denied, err := podiam("policy", "check", "--kubeconfig", cluster.Kubeconfig(), "--pod", appNamespace+"/app", "--trust-policy", otherFile)
+	if err != nil {
+		return err
+	}
+	if denied.ExitCode != 1 {
+		return fmt.Errorf("policy check allowed the pod a trust policy for another ServiceAccount:\n%s", denied.Stdout)
+	}
+	fmt.Printf("  policy check    the same pod against a role for %s/reports, what AWS would only call\n"+
+		"                  \"Not authorized to perform sts:AssumeRoleWithWebIdentity\":\n%s", appNamespace, indent(denied.Stdout, "    "))
+	return nil
+}
+
+func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if line != "" {
+			b.WriteString(prefix)
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
 }
 
 func waitCABundle(ctx context.Context, client kubernetes.Interface) error {

@@ -18,6 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/podiam/podiam/test/harness"
+	"github.com/podiam/podiam/test/testutil"
 )
 
 // Values the shared webhook injects.
@@ -395,4 +398,45 @@ func jsonDiff(want, got any) string {
 		}
 	}
 	return fmt.Sprintf("%s\nsent:\n%s\ngot:\n%s", b.String(), wb, gb)
+}
+
+// runPodiamEnv runs the podiam binary with args, its environment this
+// process's plus env, and returns its stdout, stderr and exit code.
+func runPodiamEnv(t *testing.T, ctx context.Context, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	res, err := harness.RunPodiam(ctx, podiamBin, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Stdout, res.Stderr, res.ExitCode
+}
+
+// podiamOutput runs the podiam binary and returns its stdout, failing t
+// unless it exits 0.
+func podiamOutput(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, errOut, code := runPodiamEnv(t, ctx, nil, args...)
+	if code != 0 {
+		t.Fatalf("podiam %s: exit %d\n%s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+// startPodiam starts a long-running podiam command (oidc serve, publish
+// --interval). It is killed when t ends, if still running, and its output
+// is logged if t failed.
+func startPodiam(t *testing.T, args ...string) (*harness.Process, *testutil.SyncBuffer) {
+	t.Helper()
+	logs := new(testutil.SyncBuffer)
+	p, err := harness.StartPodiam(podiamBin, logs, nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Kill() // no-op once it has exited
+		if t.Failed() {
+			t.Logf("podiam %s output:\n%s", strings.Join(args[:min(2, len(args))], " "), tail(logs.String(), 16<<10))
+		}
+	})
+	return p, logs
 }

@@ -75,8 +75,7 @@ type Webhook struct {
 	CABundle []byte
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *Process // the last process started
 	logs testutil.SyncBuffer
 }
 
@@ -97,10 +96,10 @@ func (w *Webhook) MetricsURL() string { return "http://" + w.MetricsAddr() + "/m
 func (w *Webhook) Pid() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.cmd == nil {
+	if w.proc == nil {
 		return 0
 	}
-	return w.cmd.Process.Pid
+	return w.proc.Pid()
 }
 
 // StartWebhook starts the process and waits until /readyz answers 200. If it
@@ -146,16 +145,12 @@ func (w *Webhook) Start(ctx context.Context) error {
 		args = append(args, "--tls-cert="+filepath.Join(w.o.Dir, "tls.crt"), "--tls-key="+filepath.Join(w.o.Dir, "tls.key"))
 	}
 	args = append(args, w.o.Args...)
-	cmd := exec.Command(w.o.Binary, args...)
-	cmd.Stdout, cmd.Stderr = &w.logs, &w.logs
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting podiam webhook: %w", err)
+	proc, err := StartPodiam(w.o.Binary, &w.logs, nil, args...)
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	w.mu.Lock()
-	w.cmd, w.done = cmd, done
+	w.proc = proc
 	w.mu.Unlock()
 	return w.WaitReady(ctx, 60*time.Second)
 }
@@ -165,7 +160,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.o.MetricsPort)
 	w.mu.Lock()
-	done := w.done
+	done := w.proc.Exited()
 	w.mu.Unlock()
 	exited := errors.New("podiam webhook exited")
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -207,17 +202,10 @@ func (w *Webhook) Kill() {
 
 func (w *Webhook) signal(sig syscall.Signal, wait time.Duration) {
 	w.mu.Lock()
-	cmd, done := w.cmd, w.done
+	proc := w.proc
 	w.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(wait):
-		_ = cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Signal(sig, wait)
 	}
 }
 

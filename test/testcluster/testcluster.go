@@ -94,6 +94,11 @@ type Options struct {
 	// "--name=value" or "--name"; a flag given here replaces the same flag
 	// set by default.
 	ExtraAPIServerFlags []string
+	// ServiceAccountKeyFiles are more public key files for kube-apiserver's
+	// --service-account-key-file, after the cluster's own key: the keys it
+	// accepts service-account tokens from and publishes in its JWKS (a file
+	// may hold several PEM blocks). A key rotation looks like this.
+	ServiceAccountKeyFiles []string
 	// Logf, if set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -104,6 +109,7 @@ type Cluster struct {
 	dir        string
 	kubeconfig string
 	sa         *saKeys
+	keyFiles   []string // Options.ServiceAccountKeyFiles
 	env        *envtest.Environment
 	restConfig *rest.Config
 	logf       func(string, ...any)
@@ -164,7 +170,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testcluster: %w", err)
 	}
-	c := &Cluster{issuer: issuer, dir: dir, logf: logf}
+	c := &Cluster{issuer: issuer, dir: dir, logf: logf, keyFiles: opts.ServiceAccountKeyFiles}
 	ok := false
 	defer func() {
 		if !ok {
@@ -239,6 +245,7 @@ func (c *Cluster) startOnce(ctx context.Context, attempt int, binDir string, ext
 	args.Set("service-account-issuer", c.issuer)
 	args.Set("api-audiences", c.issuer)
 	args.Set("service-account-key-file", c.sa.publicFile)
+	args.Append("service-account-key-file", c.keyFiles...) // repeated flag: --service-account-key-file=a --service-account-key-file=b
 	args.Set("service-account-signing-key-file", c.sa.keyFile)
 	args.Set("profiling", "false")
 	for _, f := range extra {
@@ -433,7 +440,8 @@ func (c *Cluster) ServiceAccountKeyID() string {
 }
 
 // JWKS is the JSON Web Key Set of the signing key, as served by the API
-// server at /openid/v1/jwks (same key, kid, alg and use).
+// server at /openid/v1/jwks (same key, kid, alg and use) when
+// Options.ServiceAccountKeyFiles is empty; those keys are not in it.
 func (c *Cluster) JWKS() []byte {
 	b, err := jwks(&c.sa.key.PublicKey)
 	if err != nil {
