@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 # module proxy on first use (about 10 s).
 export GOTOOLCHAIN := go1.26.10
 
-.PHONY: all build demo test vet fmt-check unit bench bench-tls fuzz vulncheck clean
+.PHONY: all build demo test vet fmt-check unit bench bench-tls bench-sts fuzz vulncheck clean
 
 all: build
 
@@ -59,6 +59,12 @@ bench:
 # plane, with the webhook and the load on separate cores; see docs/benchmarks.md.
 bench-tls: tools
 	hack/bench-tls.sh
+
+# AssumeRoleWithWebIdentity (warm key cache) and GetCallerIdentity (SigV4) over
+# HTTP on loopback against the released `podiam sts`, with the STS and the load
+# on separate cores; see docs/benchmarks.md.
+bench-sts:
+	hack/bench-sts.sh
 
 # Runs every fuzz target for FUZZTIME each. Minimizing each new input for the
 # default 60 s stalls the workers on our multi-KiB pod seeds; 2 s is plenty.

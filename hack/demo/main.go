@@ -21,6 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 	jose "github.com/go-jose/go-jose/v4"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -45,7 +49,7 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	if err := run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -273,7 +277,104 @@ func issuerSide(ctx context.Context, bin, dir string, cluster *testcluster.Clust
 	}
 	fmt.Printf("  policy check    the same pod against a role for %s/reports, what AWS would only call\n"+
 		"                  \"Not authorized to perform sts:AssumeRoleWithWebIdentity\":\n%s", appNamespace, indent(denied.Stdout, "    "))
+
+	return stsSide(ctx, bin, dir, cluster, issuer, caFile, trustFile, token)
+}
+
+// stsSide runs `podiam sts` with the cluster as its OIDC provider and the
+// role of the trust policy, exchanges the pod's token with the AWS SDK's web
+// identity provider, calls GetCallerIdentity with the session, and shows a
+// denial: AWS's answer, and podiam's reason from its log.
+func stsSide(ctx context.Context, bin, dir string, cluster *testcluster.Cluster, issuer, caFile, trustFile, token string) error {
+	const account = "111122223333"
+	config := fmt.Sprintf("accounts:\n- id: %q\n  oidcProviders:\n  - url: %s\n    clientIDs: [sts.amazonaws.com]\n    caFile: %s\n"+
+		"  roles:\n  - name: demo-app\n    trustPolicyFile: %s\n", account, issuer, caFile, trustFile)
+	configFile := filepath.Join(dir, "sts.yaml")
+	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
+		return err
+	}
+	ports, err := testutil.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	var logs testutil.SyncBuffer
+	proc, err := harness.StartPodiam(bin, &logs, nil, "sts", "--config", configFile, "--port", strconv.Itoa(ports[0]), "--metrics-port", "0")
+	if err != nil {
+		return err
+	}
+	defer proc.Stop()
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	fmt.Printf("  podiam sts      %s: account %s, the cluster as its OIDC provider, role demo-app\n", endpoint, account)
+
+	client := sts.New(sts.Options{Region: "eu-west-1", BaseEndpoint: aws.String(endpoint)})
+	webIdentity := func(tokenFile string) aws.CredentialsProvider {
+		return aws.NewCredentialsCache(stscreds.NewWebIdentityRoleProvider(client, roleARN, stscreds.IdentityTokenFile(tokenFile),
+			func(o *stscreds.WebIdentityRoleOptions) { o.RoleSessionName = "demo" }))
+	}
+	appToken := filepath.Join(dir, "app.token")
+	if err := os.WriteFile(appToken, []byte(token), 0o600); err != nil {
+		return err
+	}
+	// What the pod's SDK does with AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE.
+	signed := sts.New(sts.Options{Region: "eu-west-1", BaseEndpoint: aws.String(endpoint), Credentials: webIdentity(appToken)})
+	var id *sts.GetCallerIdentityOutput
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		id, err = signed.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("GetCallerIdentity with the pod's web identity: %w\n%s", err, logs.String())
+	}
+	fmt.Printf("  AWS SDK         the pod's token → AssumeRoleWithWebIdentity → GetCallerIdentity signed with the session:\n"+
+		"                  %s\n", aws.ToString(id.Arn))
+
+	// A ServiceAccount the trust policy does not name.
+	client2, err := cluster.Clientset()
+	if err != nil {
+		return err
+	}
+	if _, err := client2.CoreV1().ServiceAccounts(appNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reports"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	tr, err := client2.CoreV1().ServiceAccounts(appNamespace).CreateToken(ctx, "reports", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{"sts.amazonaws.com"}}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	otherToken := filepath.Join(dir, "reports.token")
+	if err := os.WriteFile(otherToken, []byte(tr.Status.Token), 0o600); err != nil {
+		return err
+	}
+	_, err = webIdentity(otherToken).Retrieve(ctx)
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		return fmt.Errorf("a token of %s/reports was not denied: %v", appNamespace, err)
+	}
+	fmt.Printf("  denied          %s/reports's token, as AWS answers: %s: %s\n", appNamespace, apiErr.ErrorCode(), apiErr.ErrorMessage())
+	var reason string
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		reason = denialReason(logs.String(), "system:serviceaccount:"+appNamespace+":reports")
+		return reason != "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("no denial in the log of podiam sts:\n%s", logs.String())
+	}
+	fmt.Printf("                  and why, from podiam sts's log:\n%s", indent(reason, "    "))
 	return nil
+}
+
+// denialReason returns the reason and the explanation of the AccessDenied in a
+// JSON log whose token was subject's: the log also holds other denials (the
+// SDK's retries, a probe before the keys were published), whose reasons would
+// explain something else.
+func denialReason(logs, subject string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		var entry struct{ Msg, Code, Sub, Reason, Explanation string }
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "denied" && entry.Code == "AccessDenied" && entry.Sub == subject {
+			return entry.Reason + "\n" + entry.Explanation
+		}
+	}
+	return ""
 }
 
 func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {

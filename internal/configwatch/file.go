@@ -9,12 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 
 	"github.com/podiam/podiam/internal/identity"
 	"github.com/podiam/podiam/internal/metrics"
@@ -22,10 +19,6 @@ import (
 
 // DefaultPollInterval is the fallback re-read interval of a [FileWatcher].
 const DefaultPollInterval = time.Minute
-
-// settleDelay coalesces a burst of file-system events (a ConfigMap volume update is
-// several) into one read, and gives an in-place writer time to finish.
-const settleDelay = 100 * time.Millisecond
 
 // FileOptions configures a [FileWatcher].
 type FileOptions struct {
@@ -59,10 +52,10 @@ type FileOptions struct {
 //   - a file that cannot be read for another reason (permissions, a directory)
 //     is treated like a malformed one.
 type FileWatcher struct {
-	path, dir string
-	poll      time.Duration
-	log       *slog.Logger
-	rec       recorder
+	path string
+	poll time.Duration
+	log  *slog.Logger
+	rec  recorder
 
 	current atomic.Pointer[identity.ContainerCredentials]
 
@@ -99,7 +92,6 @@ func NewFileWatcher(o FileOptions) (*FileWatcher, error) {
 	}
 	w := &FileWatcher{
 		path: path,
-		dir:  filepath.Dir(path),
 		poll: o.PollInterval,
 		log: loggerOrDefault(o.Logger).With(
 			"source", metrics.SourceContainerCredentials,
@@ -119,79 +111,9 @@ func (w *FileWatcher) Current() *identity.ContainerCredentials { return w.curren
 // or the directory cannot be watched (for example because it does not exist yet),
 // Run logs a warning and relies on polling, retrying the watch on every poll.
 func (w *FileWatcher) Run(ctx context.Context) {
-	ticker := time.NewTicker(w.poll)
-	defer ticker.Stop()
-
-	var (
-		events <-chan fsnotify.Event
-		errs   <-chan error
-	)
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		w.log.Warn("cannot watch container credentials config; polling only",
-			"interval", w.poll, "err", fmt.Errorf("creating fsnotify watcher: %w", err))
-		fw = nil
-	} else {
-		defer fw.Close()
-		events, errs = fw.Events, fw.Errors
-		w.ensureWatch(fw, true)
-	}
 	w.log.Info("watching container credentials config", "pollInterval", w.poll)
-	// Catch a change made between NewFileWatcher and the watch being in place.
-	w.reload()
-
-	var settle <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if settle == nil {
-				settle = time.After(settleDelay)
-			}
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			// Typically an event-queue overflow: events may have been lost, so re-read.
-			w.log.Warn("container credentials config watch error", "err", err)
-			if settle == nil {
-				settle = time.After(settleDelay)
-			}
-		case <-settle:
-			settle = nil
-			w.reload()
-		case <-ticker.C:
-			if fw != nil {
-				w.ensureWatch(fw, false)
-			}
-			w.reload()
-		}
-	}
-}
-
-// ensureWatch (re-)adds the directory watch if it is missing, for instance because
-// the directory did not exist at start-up or was removed and recreated. It warns on
-// the first failure only, to keep a missing directory from flooding the log.
-func (w *FileWatcher) ensureWatch(fw *fsnotify.Watcher, first bool) {
-	if slices.Contains(fw.WatchList(), w.dir) {
-		return
-	}
-	if err := fw.Add(w.dir); err != nil {
-		if first {
-			w.log.Warn("cannot watch container credentials config directory; polling until it can be watched",
-				"interval", w.poll, "err", fmt.Errorf("watching %s: %w", w.dir, err))
-		}
-		return
-	}
-	if !first {
-		w.log.Info("watching container credentials config directory again", "dir", w.dir)
-	}
+	WatchFile(ctx, WatchOptions{Path: w.path, PollInterval: w.poll, Name: "container credentials config",
+		Logger: w.log, OnChange: w.reload})
 }
 
 // reload reads the file and publishes its content unless it is unchanged or
