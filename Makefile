@@ -91,6 +91,18 @@ $(VULNDB)/index/db.json: $(VULN_DIR)/go.mod
 	$(GO) -C $(VULN_DIR) tool indexdb -vulns "$$osv" -out $(CURDIR)/$(VULNDB).tmp; \
 	mv $(VULNDB).tmp $(VULNDB)
 
+# Regenerates api/v1alpha1/zz_generated.deepcopy.go and the CRD in deploy/crd
+# from the Go types and their kubebuilder markers. controller-gen is pinned in
+# hack/codegen/go.mod (its own module, so podiam's go.mod stays clean); `go tool
+# -n` builds it once into the build cache and prints its path, and it runs from
+# here so that ./api/... names podiam's packages. Run after editing api/; the
+# unit tests of api/v1alpha1 fail when the committed files differ.
+.PHONY: generate
+generate:
+	@set -e; cg=$$($(GO) -C hack/codegen tool -n controller-gen); \
+	$$cg object paths=./api/...; \
+	$$cg crd paths=./api/... output:crd:artifacts:config=deploy/crd
+
 clean:
 	rm -rf $(BIN)
 

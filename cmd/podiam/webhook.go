@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/podiam/podiam/internal/association"
 	"github.com/podiam/podiam/internal/certs"
 	"github.com/podiam/podiam/internal/configwatch"
 	"github.com/podiam/podiam/internal/identity"
@@ -77,6 +79,7 @@ type webhookFlags struct {
 	http2MaxStreams                      int
 	maxConnections                       int
 	clientCAFile                         string
+	watchAssociations                    bool
 }
 
 // Certificate modes of --cert-mode.
@@ -146,6 +149,8 @@ func webhookCommand() (*cobra.Command, *webhookFlags) {
 	fs.StringVar(&f.awsAccountID, "aws-account-id", "", "with --compose-role-arn: the 12-digit account that owns the roles")
 	fs.StringVar(&f.awsPartition, "aws-partition", "", "with --compose-role-arn: the ARN partition; empty means the partition of --aws-default-region, else aws")
 	fs.StringVar(&f.ccConfig, "watch-container-credentials-config", "", "file listing the ServiceAccounts that get Pod Identity")
+	fs.BoolVar(&f.watchAssociations, "watch-pod-identity-associations", true,
+		"give Pod Identity to the ServiceAccounts that have a PodIdentityAssociation (podiam.dev/v1alpha1); without the CRD installed there are none")
 	fs.StringVar(&f.ccAudience, "container-credentials-audience", "pods.eks.amazonaws.com", "audience of Pod Identity tokens")
 	fs.StringVar(&f.ccMountPath, "container-credentials-token-mount-path", inject.DefaultContainerCredsMountPath, "where the Pod Identity token is mounted")
 	fs.StringVar(&f.ccVolumeName, "container-credentials-token-volume-name", inject.DefaultContainerCredsVolumeName, "name of the Pod Identity token volume")
@@ -252,6 +257,20 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		}
 		go fw.Run(ctx)
 		handlerOpts.ContainerCredentials = fw.Current
+	}
+	if f.watchAssociations {
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("creating dynamic client: %w", err)
+		}
+		aw := association.New(association.Options{
+			Client: dyn, Discovery: clientset.Discovery(), ResyncPeriod: f.resyncPeriod, Logger: logger,
+		})
+		go aw.Run(ctx)
+		// A ServiceAccount with an association gets Pod Identity as if the file
+		// listed it (SPEC §2: Pod Identity first).
+		handlerOpts.ContainerCredentials = identity.JoinAssociations(handlerOpts.ContainerCredentials, aw)
+		checks = append(checks, webhook.ReadyCheck{Name: "podidentityassociations", Ready: aw.HasSynced})
 	}
 
 	getCert, certReady, err := certificateSource(ctx, f, clientset, logger)

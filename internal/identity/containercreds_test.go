@@ -70,3 +70,56 @@ func FuzzParseContainerCredentials(f *testing.F) {
 		}
 	})
 }
+
+func TestContainerCredentialsSource(t *testing.T) {
+	file := `{"identities": [{"namespace": "default", "serviceAccount": "app"}]}`
+	assoc := setOf{"default/app": true, "default/web": true}
+	tests := []struct {
+		name     string
+		cc       *ContainerCredentials
+		ns, sa   string
+		want     string
+		contains bool
+	}{
+		{name: "nil set", cc: nil, ns: "default", sa: "app", want: ""},
+		{name: "file only", cc: mustCC(t, file), ns: "default", sa: "app", want: SourceContainerCredentials, contains: true},
+		{name: "the file is asked first", cc: mustCC(t, file).WithAssociations(assoc), ns: "default", sa: "app", want: SourceContainerCredentials, contains: true},
+		{name: "association", cc: mustCC(t, file).WithAssociations(assoc), ns: "default", sa: "web", want: SourceAssociation, contains: true},
+		{name: "association without file", cc: (*ContainerCredentials)(nil).WithAssociations(assoc), ns: "default", sa: "web", want: SourceAssociation, contains: true},
+		{name: "neither", cc: mustCC(t, file).WithAssociations(assoc), ns: "default", sa: "db", want: ""},
+		{name: "other namespace", cc: mustCC(t, file).WithAssociations(assoc), ns: "jobs", sa: "web", want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.cc.Source(tt.ns, tt.sa); got != tt.want {
+				t.Errorf("Source(%s, %s) = %q, want %q", tt.ns, tt.sa, got, tt.want)
+			}
+			if got := tt.cc.Contains(tt.ns, tt.sa); got != tt.contains {
+				t.Errorf("Contains(%s, %s) = %v, want %v", tt.ns, tt.sa, got, tt.contains)
+			}
+		})
+	}
+}
+
+func TestJoinAssociations(t *testing.T) {
+	assoc := setOf{"default/web": true}
+	first := mustCC(t, `{"identities": [{"namespace": "default", "serviceAccount": "app"}]}`)
+	second := mustCC(t, `{"identities": [{"namespace": "default", "serviceAccount": "db"}]}`)
+	cur := first
+	join := JoinAssociations(func() *ContainerCredentials { return cur }, assoc)
+
+	a := join()
+	if !a.Contains("default", "app") || !a.Contains("default", "web") || a.Contains("default", "db") {
+		t.Fatal("the join lacks the file's or the associations' ServiceAccounts")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { join() }); allocs != 0 {
+		t.Errorf("an unchanged file: %v allocations per call, want 0", allocs)
+	}
+	cur = second // the file changed
+	if b := join(); b.Contains("default", "app") || !b.Contains("default", "db") || !b.Contains("default", "web") {
+		t.Fatal("the join did not follow the file's new set")
+	}
+	if c := JoinAssociations(nil, assoc)(); !c.Contains("default", "web") || c.Len() != 0 {
+		t.Fatal("without a file: want the associations only")
+	}
+}

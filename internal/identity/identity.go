@@ -44,7 +44,7 @@ type Identity struct {
 	// FSGroup, when not nil, is set as the pod's fsGroup if it has none.
 	FSGroup *int64
 	// Source says where the identity came from, for logs: "annotation",
-	// "mapping <key>" or "container-credentials".
+	// "mapping <key>", "container-credentials" or "association".
 	Source string
 }
 
@@ -85,11 +85,11 @@ func (r *Resolver) Resolve(in Input) (Identity, []string) {
 	var warn []string
 	sa := in.SAAnnotations
 
-	if in.ContainerCredentials.Contains(in.Namespace, in.ServiceAccount) {
+	if src := in.ContainerCredentials.Source(in.Namespace, in.ServiceAccount); src != "" {
 		id := Identity{
 			Mode:     ModePodIdentity,
 			Audience: r.Defaults.ContainerCredentialsAudience,
-			Source:   "container-credentials",
+			Source:   src,
 		}
 		id.RegionalSTS = r.regionalSTS(sa, nil, &warn)
 		id.TokenExpiration = r.tokenExpiration(in.PodAnnotations, sa, 0, &warn)

@@ -37,6 +37,11 @@ func mustCC(t *testing.T, doc string) *ContainerCredentials {
 
 func i64(n int64) *int64 { return &n }
 
+// setOf is a PodIdentitySet of "namespace/name" keys, as associations give.
+type setOf map[string]bool
+
+func (s setOf) Contains(namespace, name string) bool { return s[namespace+"/"+name] }
+
 const role = "arn:aws:iam::111122223333:role/app"
 
 func TestResolve(t *testing.T) {
@@ -47,6 +52,8 @@ func TestResolve(t *testing.T) {
 		"default/named": {"RoleARN": "team/named"}
 	}`
 	cc := `{"identities": [{"namespace": "default", "serviceAccount": "pi"}]}`
+	// ServiceAccounts with a PodIdentityAssociation; "pi" is in the file too.
+	associated := setOf{"default/assoc": true, "default/assoc-annotated": true, "default/pi": true, "other/plain": true}
 	tests := []struct {
 		name     string
 		sa       string // ServiceAccount name in namespace "default"
@@ -258,6 +265,22 @@ func TestResolve(t *testing.T) {
 			want: Identity{Mode: ModePodIdentity, Audience: "pods.eks.amazonaws.com", TokenExpiration: 86400,
 				FSGroup: i64(1000), Source: "container-credentials"},
 		},
+		{
+			name: "association gives Pod Identity",
+			sa:   "assoc",
+			want: Identity{Mode: ModePodIdentity, Audience: "pods.eks.amazonaws.com", TokenExpiration: 86400, Source: "association"},
+		},
+		{
+			name:  "association wins over a role annotation",
+			sa:    "assoc-annotated",
+			saAnn: map[string]string{keys.RoleARN: role, keys.TokenExpiration: "3600"},
+			want:  Identity{Mode: ModePodIdentity, Audience: "pods.eks.amazonaws.com", TokenExpiration: 3600, Source: "association"},
+		},
+		{
+			name: "association of another namespace does not count",
+			sa:   "plain",
+			want: Identity{Mode: ModeNone},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,7 +292,7 @@ func TestResolve(t *testing.T) {
 			got, warnings := r.Resolve(Input{
 				Namespace: "default", ServiceAccount: tt.sa,
 				PodAnnotations: tt.podAnn, SAAnnotations: tt.saAnn,
-				Mapping: mustMapping(t, mapping), ContainerCredentials: mustCC(t, cc),
+				Mapping: mustMapping(t, mapping), ContainerCredentials: mustCC(t, cc).WithAssociations(associated),
 			})
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("identity\n got %+v\nwant %+v", got, tt.want)

@@ -188,8 +188,11 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	mwcAttr := func(verb, name string) authorizationv1.ResourceAttributes {
 		return authorizationv1.ResourceAttributes{Verb: verb, Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: name}
 	}
+	piaAttr := func(verb string) authorizationv1.ResourceAttributes {
+		return authorizationv1.ResourceAttributes{Verb: verb, Group: "podiam.dev", Resource: "podidentityassociations"} // all namespaces
+	}
 	allowed := []authorizationv1.ResourceAttributes{
-		sa("get"), sa("list"), sa("watch"),
+		sa("get"), sa("list"), sa("watch"), piaAttr("list"), piaAttr("watch"),
 		cmAttr("list", rbacSystemNS, "pod-identity-webhook"), cmAttr("watch", rbacSystemNS, "pod-identity-webhook"),
 		secretAttr("create", rbacSystemNS, ""),
 		secretAttr("get", rbacSystemNS, secretName), secretAttr("update", rbacSystemNS, secretName), secretAttr("delete", rbacSystemNS, secretName),
@@ -202,6 +205,7 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 		mwcAttr("patch", sharedWebhookName), mwcAttr("get", sharedWebhookName), mwcAttr("list", ""), mwcAttr("create", ""), mwcAttr("delete", cfgName),
 		sa("update"), sa("patch"), {Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: ns, Name: "annotated"},
 		{Verb: "create", Resource: "pods", Namespace: ns},
+		piaAttr("create"), piaAttr("update"), piaAttr("delete"), {Verb: "update", Group: "podiam.dev", Resource: "podidentityassociations", Subresource: "status", Namespace: ns},
 	}
 	waitAccess(t, ctx, tokenClient, allowed, true, "the token to be allowed what the webhook does")
 	for _, a := range denied {

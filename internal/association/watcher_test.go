@@ -1,0 +1,157 @@
+package association
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"github.com/podiam/podiam/test/testcluster"
+	"github.com/podiam/podiam/test/testutil"
+)
+
+var crds = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+const (
+	waitTimeout  = 30 * time.Second
+	pollInterval = 20 * time.Millisecond
+)
+
+// startWatcher runs a Watcher for cfg, checking for the CRD every 100 ms,
+// until the test ends.
+func startWatcher(t *testing.T, cfg *rest.Config) *Watcher {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := New(Options{Client: dyn, Discovery: disc, CheckInterval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return w
+}
+
+// readCRD decodes the generated CRD of deploy/crd.
+func readCRD(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
+	root, err := testutil.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(root, "deploy/crd/podiam.dev_podidentityassociations.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	u := &unstructured.Unstructured{}
+	if err := utilyaml.NewYAMLOrJSONDecoder(f, 4096).Decode(&u.Object); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func newAssociation(ns, name, sa string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+		"serviceAccount": sa, "roleArn": "arn:aws:iam::111122223333:role/" + name}}}
+	u.SetAPIVersion("podiam.dev/v1alpha1")
+	u.SetKind("PodIdentityAssociation")
+	u.SetNamespace(ns)
+	u.SetName(name)
+	return u
+}
+
+// TestWatcherFollowsTheCRD runs against a real API server of its own (so that
+// it may delete the CRD): without the CRD the watcher is ready and empty; once
+// the CRD is installed it serves associations, the older winning; a client
+// that may not list them is ready too; once the CRD is deleted they are gone.
+func TestWatcherFollowsTheCRD(t *testing.T) {
+	c := testcluster.StartForTest(t, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cfg := c.RESTConfig()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns = "apps"
+	if err := c.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	w := startWatcher(t, cfg)
+	testutil.Eventually(t, waitTimeout, pollInterval, "ready without the CRD", w.HasSynced)
+
+	crd := readCRD(t)
+	if _, err := dyn.Resource(crds).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pias := dyn.Resource(Resource).Namespace(ns)
+	testutil.Eventually(t, waitTimeout, pollInterval, "the CRD to be served", func() bool {
+		_, err := pias.Create(ctx, newAssociation(ns, "first", "app"), metav1.CreateOptions{})
+		return err == nil
+	})
+	// The API server's timestamps have a resolution of a second: make
+	// "second" strictly newer, so that age, not the name, decides.
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := pias.Create(ctx, newAssociation(ns, "a-second", "app"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	winner := func(want string) func() (bool, string) {
+		return func() (bool, string) {
+			a, ok := w.Lookup(ns, "app")
+			if !ok {
+				return want == "", "none"
+			}
+			return a.Name == want && a.RoleARN == "arn:aws:iam::111122223333:role/"+want, a.Name
+		}
+	}
+	testutil.Eventually(t, waitTimeout, pollInterval, "both associations", func() bool { return w.Len() == 2 })
+	testutil.Eventually(t, waitTimeout, pollInterval, "the older association to win", winner("first"))
+	if !w.Contains(ns, "app") || w.Contains(ns, "other") || w.Contains("default", "app") {
+		t.Fatalf("Contains(apps/app, apps/other, default/app) = %v %v %v; want true false false",
+			w.Contains(ns, "app"), w.Contains(ns, "other"), w.Contains("default", "app"))
+	}
+
+	// Without list permission (impersonating a user no role names), the
+	// watcher does not hold readiness back.
+	nobody := c.RESTConfig()
+	nobody.Impersonate = rest.ImpersonationConfig{UserName: "nobody"}
+	nw := startWatcher(t, nobody)
+	testutil.Eventually(t, waitTimeout, pollInterval, "ready although listing is forbidden", nw.HasSynced)
+	if nw.Contains(ns, "app") {
+		t.Fatal("a watcher that may not list associations has one")
+	}
+
+	if err := pias.Delete(ctx, "first", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, waitTimeout, pollInterval, "the remaining association to win", winner("a-second"))
+
+	if err := dyn.Resource(crds).Delete(ctx, crd.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, waitTimeout, pollInterval, "no association once the CRD is gone", func() bool {
+		return w.Len() == 0 && !w.Contains(ns, "app")
+	})
+	if !w.HasSynced() {
+		t.Fatal("not ready after the CRD was deleted")
+	}
+}
