@@ -9,21 +9,24 @@ import (
 // API's (CreatePodIdentityAssociation).
 type PodIdentityAssociationSpec struct {
 	// ServiceAccount is the name of a ServiceAccount in the association's
-	// namespace; an association never reaches into another namespace.
+	// namespace; an association never reaches into another namespace. It
+	// cannot change, as on EKS: an older association re-pointed at another
+	// ServiceAccount would take that ServiceAccount over from the one serving it.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="serviceAccount is immutable"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccount string `json:"serviceAccount"`
 
 	// RoleARN is the IAM role the pods get.
-	// +kubebuilder:validation:Pattern=`^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$`
+	// +kubebuilder:validation:Pattern=`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7E]+/)?[\w+=,.@-]{1,64}$`
 	// +kubebuilder:validation:MaxLength=2048
 	RoleARN string `json:"roleArn"`
 
 	// TargetRoleARN, if set, is assumed with the credentials of RoleARN's
 	// session (role chaining), for access to another account.
 	// +optional
-	// +kubebuilder:validation:Pattern=`^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$`
+	// +kubebuilder:validation:Pattern=`^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7E]+/)?[\w+=,.@-]{1,64}$`
 	// +kubebuilder:validation:MaxLength=2048
 	TargetRoleARN string `json:"targetRoleArn,omitempty"`
 

@@ -264,7 +264,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 			return fmt.Errorf("creating dynamic client: %w", err)
 		}
 		aw := association.New(association.Options{
-			Client: dyn, Discovery: clientset.Discovery(), ResyncPeriod: f.resyncPeriod, Logger: logger,
+			Client: dyn, Discovery: clientset.Discovery(), Logger: logger, // no resync: the store ignores it
 		})
 		go aw.Run(ctx)
 		// A ServiceAccount with an association gets Pod Identity as if the file

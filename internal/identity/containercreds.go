@@ -23,7 +23,7 @@ type PodIdentitySet interface {
 // ContainerCredentials is the set of ServiceAccounts that get Pod Identity, read from
 // the file given by --watch-container-credentials-config, optionally joined with the
 // ServiceAccounts that have a PodIdentityAssociation (WithAssociations). A nil set is
-// empty. It is immutable once parsed.
+// empty. The file's part is immutable once parsed; the associations are a live view.
 type ContainerCredentials struct {
 	set map[nsName]struct{}
 	// associations, if not nil, adds the ServiceAccounts with an association;

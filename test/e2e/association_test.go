@@ -46,6 +46,7 @@ func TestAssociationGivesPodIdentity(t *testing.T) {
 	newServiceAccount(t, ctx, ns, "annotated", map[string]string{annoRoleARN: "arn:aws:iam::111122223333:role/irsa"})
 	newServiceAccount(t, ctx, ns, "plain", nil)
 	newServiceAccount(t, ctx, ns, "elsewhere", nil)
+	newServiceAccount(t, ctx, ns, "marker", nil)
 
 	create := func(namespace, sa, role string) *v1alpha1.PodIdentityAssociation {
 		p := &v1alpha1.PodIdentityAssociation{
@@ -108,6 +109,10 @@ func TestAssociationGivesPodIdentity(t *testing.T) {
 	checkPI(waitPI("app", true))
 	checkPI(waitPI("annotated", true)) // Pod Identity first, the role annotation notwithstanding
 	checkNone(createPod(t, ctx, client, ns, simplePod("plain")))
+	// Watch events arrive in order: once a marker created after the other
+	// namespace's association is seen, that one has been seen too.
+	create(ns, "marker", "marker")
+	waitPI("marker", true)
 	checkNone(createPod(t, ctx, client, ns, simplePod("elsewhere")))
 
 	if err := pias.Delete(ctx, appAssoc); err != nil {

@@ -122,6 +122,15 @@ func TestCRDValidation(t *testing.T) {
 		{"roleArn with a short account", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = "arn:aws:iam::1111:role/app" }, "spec.roleArn"},
 		{"roleArn empty", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = "" }, "spec.roleArn"},
 		{"roleArn too long", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = role + strings.Repeat("a", 2048) }, "spec.roleArn"},
+		{"roleArn of a GovCloud role with a path", func(s *v1alpha1.PodIdentityAssociationSpec) {
+			s.RoleARN = "arn:aws-us-gov:iam::111122223333:role/team/sub/app@v2"
+		}, ""},
+		{"roleArn of another partition name", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = "arn:awsx:iam::111122223333:role/app" }, "spec.roleArn"},
+		{"roleArn with a space", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = "arn:aws:iam::111122223333:role/a b" }, "spec.roleArn"},
+		{"roleArn ending in a slash", func(s *v1alpha1.PodIdentityAssociationSpec) { s.RoleARN = "arn:aws:iam::111122223333:role/team/" }, "spec.roleArn"},
+		{"role name over 64 characters", func(s *v1alpha1.PodIdentityAssociationSpec) {
+			s.RoleARN = "arn:aws:iam::111122223333:role/" + strings.Repeat("a", 65)
+		}, "spec.roleArn"},
 		{"targetRoleArn not an ARN", func(s *v1alpha1.PodIdentityAssociationSpec) { s.TargetRoleARN = "reader" }, "spec.targetRoleArn"},
 		{"serviceAccount empty", func(s *v1alpha1.PodIdentityAssociationSpec) { s.ServiceAccount = "" }, "spec.serviceAccount"},
 		{"serviceAccount upper case", func(s *v1alpha1.PodIdentityAssociationSpec) { s.ServiceAccount = "App" }, "spec.serviceAccount"},
@@ -284,5 +293,37 @@ func TestCRDExampleDryRun(t *testing.T) {
 	// A dry run stores nothing.
 	if _, err := dyn.Resource(gvr).Namespace(ns).Get(ctx, u.GetName(), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("get after the dry run: %v, want NotFound", err)
+	}
+}
+
+// TestCRDServiceAccountImmutable: as on EKS, an association cannot be moved
+// to another ServiceAccount (an older one would take it over from the
+// association serving it); the rest of the spec can change.
+func TestCRDServiceAccountImmutable(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, 2*time.Minute)
+	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	installAssociationCRD(t, dyn)
+	c := associationClient(t)
+	ns := testutil.UniqueName("crd-immutable")
+	newNamespace(t, ctx, ns, nil)
+	pia := &v1alpha1.PodIdentityAssociation{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
+		Spec:       v1alpha1.PodIdentityAssociationSpec{ServiceAccount: "app", RoleARN: "arn:aws:iam::111122223333:role/app"},
+	}
+	if err := c.Create(ctx, pia); err != nil {
+		t.Fatal(err)
+	}
+	pia.Spec.RoleARN = "arn:aws:iam::111122223333:role/other"
+	if err := c.Update(ctx, pia); err != nil {
+		t.Fatalf("changing the role: %v", err)
+	}
+	pia.Spec.ServiceAccount = "other"
+	err = c.Update(ctx, pia)
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "serviceAccount is immutable") {
+		t.Fatalf("moving the association to another ServiceAccount: %v, want Invalid: serviceAccount is immutable", err)
 	}
 }
