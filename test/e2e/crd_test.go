@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -58,19 +59,7 @@ func installAssociationCRD(t *testing.T, dyn dynamic.Interface) {
 	if _, err := dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true}); err != nil {
 		t.Fatalf("applying CRD %s: %v", crd.GetName(), err)
 	}
-	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "CRD "+crd.GetName()+" to be established", func() (bool, string) {
-		u, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(conds)
-	})
+	waitCRDEstablished(t, ctx, dyn, crd.GetName())
 }
 
 // associationClient is a controller-runtime client that knows podiam's API
@@ -326,4 +315,22 @@ func TestCRDServiceAccountImmutable(t *testing.T) {
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "serviceAccount is immutable") {
 		t.Fatalf("moving the association to another ServiceAccount: %v, want Invalid: serviceAccount is immutable", err)
 	}
+}
+
+// waitCRDEstablished waits until the API server serves the CRD name.
+func waitCRDEstablished(t *testing.T, ctx context.Context, dyn dynamic.Interface, name string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "CRD "+name+" to be established", func() (bool, string) {
+		u, err := dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(conds)
+	})
 }

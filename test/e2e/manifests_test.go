@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -233,7 +232,6 @@ func checkRendered(t *testing.T, overlay string, objs []*unstructured.Unstructur
 func installCertManagerCRDs(t *testing.T, dyn dynamic.Interface) {
 	t.Helper()
 	ctx := ctxFor(t, time.Minute)
-	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	for _, kind := range []string{"Issuer", "Certificate"} {
 		plural := strings.ToLower(kind) + "s"
 		crd := &unstructured.Unstructured{Object: map[string]any{
@@ -254,18 +252,6 @@ func installCertManagerCRDs(t *testing.T, dyn dynamic.Interface) {
 		if _, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("creating CRD %s: %v", crd.GetName(), err)
 		}
-		testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "CRD "+crd.GetName()+" to be established", func() (bool, string) {
-			u, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
-			if err != nil {
-				return false, err.Error()
-			}
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprint(conds)
-		})
+		waitCRDEstablished(t, ctx, dyn, crd.GetName())
 	}
 }
