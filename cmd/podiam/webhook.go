@@ -265,6 +265,8 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		}
 		aw := association.New(association.Options{
 			Client: dyn, Discovery: clientset.Discovery(), Logger: logger, // no resync: the store ignores it
+			// The webhook only asks whether a ServiceAccount has an association.
+			KeysOnly: true, Gauge: m.PodIdentityAssociations,
 		})
 		go aw.Run(ctx)
 		// A ServiceAccount with an association gets Pod Identity as if the file

@@ -56,6 +56,13 @@ func FromObject(p *v1alpha1.PodIdentityAssociation) *Association {
 	}
 }
 
+// keys returns a copy of a with only what picking the winner of its
+// ServiceAccount needs: no role ARNs, session-tag setting or policy.
+func (a *Association) keys() *Association {
+	return &Association{Namespace: a.Namespace, Name: a.Name, UID: a.UID,
+		CreationTimestamp: a.CreationTimestamp, ServiceAccount: a.ServiceAccount}
+}
+
 // decode turns what the dynamic client delivers (or a typed object) into an
 // Association. An object the API server let through but that names no
 // ServiceAccount (the CRD's validation was bypassed or older) is an error.

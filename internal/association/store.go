@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -17,8 +18,10 @@ type saKey struct{ namespace, name string }
 // winner, recomputed on every change of one of them so a lookup is one map
 // read. The reflector calls it from one goroutine; lookups run concurrently.
 type store struct {
-	log    *slog.Logger
-	synced atomic.Bool // the first Replace (the initial list) is done
+	log      *slog.Logger
+	keysOnly bool             // keep only what picking the winner needs (see Options.KeysOnly)
+	gauge    prometheus.Gauge // set to the number of associations held; may be nil
+	synced   atomic.Bool      // the first Replace (the initial list) is done
 
 	mu      sync.RWMutex
 	items   map[string]*Association
@@ -28,10 +31,27 @@ type store struct {
 
 var _ cache.ReflectorStore = (*store)(nil)
 
-func newStore(log *slog.Logger) *store {
-	s := &store{log: log}
+func newStore(log *slog.Logger, keysOnly bool, gauge prometheus.Gauge) *store {
+	s := &store{log: log, keysOnly: keysOnly, gauge: gauge}
 	s.reset()
 	return s
+}
+
+// decode reduces obj as the store keeps it.
+func (s *store) decode(obj any) (*Association, error) {
+	a, err := decode(obj)
+	if err == nil && s.keysOnly {
+		a = a.keys()
+	}
+	return a, err
+}
+
+// reportLocked sets the gauge; under the lock, so that concurrent changes
+// report in the order they were made.
+func (s *store) reportLocked() {
+	if s.gauge != nil {
+		s.gauge.Set(float64(len(s.items)))
+	}
 }
 
 func (s *store) reset() {
@@ -58,7 +78,7 @@ func (s *store) len() int {
 // rather than returned as an error: the reflector would only log it too, and
 // a bad object must not keep the good ones from being served.
 func (s *store) Add(obj any) error {
-	a, err := decode(obj)
+	a, err := s.decode(obj)
 	if err != nil {
 		s.log.Warn("ignoring PodIdentityAssociation", "err", err)
 		// Whatever the key held before no longer applies.
@@ -68,6 +88,7 @@ func (s *store) Add(obj any) error {
 	defer s.mu.Unlock()
 	s.removeLocked(a.Key())
 	s.putLocked(a)
+	s.reportLocked()
 	return nil
 }
 
@@ -82,6 +103,7 @@ func (s *store) Delete(obj any) error {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.removeLocked(d.Key)
+			s.reportLocked()
 			return nil
 		}
 	}
@@ -93,6 +115,7 @@ func (s *store) Delete(obj any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.removeLocked(k)
+	s.reportLocked()
 	return nil
 }
 
@@ -101,13 +124,14 @@ func (s *store) Replace(list []any, _ string) error {
 	s.mu.Lock()
 	s.reset()
 	for _, obj := range list {
-		a, err := decode(obj)
+		a, err := s.decode(obj)
 		if err != nil {
 			s.log.Warn("ignoring PodIdentityAssociation", "err", err)
 			continue
 		}
 		s.putLocked(a)
 	}
+	s.reportLocked()
 	s.mu.Unlock()
 	s.synced.Store(true)
 	return nil
@@ -121,6 +145,7 @@ func (s *store) clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reset()
+	s.reportLocked()
 }
 
 func (s *store) putLocked(a *Association) {

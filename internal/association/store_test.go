@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
@@ -59,7 +61,7 @@ func TestStore(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(slog.New(slog.NewTextHandler(io.Discard, nil)))
+			s := newStore(slog.New(slog.NewTextHandler(io.Discard, nil)), false, nil)
 			for i, st := range tt.steps {
 				var err error
 				switch st.op {
@@ -93,5 +95,79 @@ func TestStore(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStoreKeysOnly checks what each form keeps of an association: the full
+// one everything `podiam auth` needs, the keys-only one (the webhook's) only
+// what picking the winner needs.
+func TestStoreKeysOnly(t *testing.T) {
+	o := unstructuredPIA("ns", "a", "app", map[string]any{"roleArn": "arn:aws:iam::111122223333:role/a",
+		"targetRoleArn": "arn:aws:iam::444455556666:role/t", "disableSessionTags": true, "policy": `{"Version":"2012-10-17"}`})
+	o.SetUID("uid-a")
+	o.SetCreationTimestamp(metav1.NewTime(t0))
+	keys := Association{Namespace: "ns", Name: "a", UID: "uid-a", CreationTimestamp: t0.UTC(), ServiceAccount: "app"}
+	full := keys
+	full.RoleARN, full.TargetRoleARN, full.DisableSessionTags, full.Policy =
+		"arn:aws:iam::111122223333:role/a", "arn:aws:iam::444455556666:role/t", true, `{"Version":"2012-10-17"}`
+	tests := []struct {
+		name     string
+		keysOnly bool
+		want     Association
+	}{
+		{name: "full", want: full},
+		{name: "keys only", keysOnly: true, want: keys},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(slog.New(slog.DiscardHandler), tt.keysOnly, nil)
+			for _, op := range []string{"add", "replace"} {
+				var err error
+				if op == "add" {
+					err = s.Add(o)
+				} else {
+					err = s.Replace([]any{o}, "1")
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, ok := s.lookup("ns", "app")
+				if !ok || *got != tt.want {
+					t.Errorf("after %s: lookup = %+v, %v; want %+v", op, got, ok, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestStoreGauge checks that the gauge follows every change of the number of
+// associations held, those that lose for their ServiceAccount included.
+func TestStoreGauge(t *testing.T) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "associations"})
+	s := newStore(slog.New(slog.DiscardHandler), true, g)
+	steps := []struct {
+		name string
+		do   func() error
+		want float64
+	}{
+		{"add", func() error { return s.Add(obj("ns", "a", "app", 0)) }, 1},
+		{"add a loser", func() error { return s.Add(obj("ns", "b", "app", 1)) }, 2},
+		{"update", func() error { return s.Update(obj("ns", "b", "web", 1)) }, 2},
+		{"delete", func() error { return s.Delete(obj("ns", "a", "app", 0)) }, 1},
+		{"tombstone", func() error {
+			return s.Delete(cache.DeletedFinalStateUnknown{Key: "ns/b", Obj: obj("ns", "b", "web", 1)})
+		}, 0},
+		{"replace", func() error {
+			return s.Replace([]any{obj("ns", "a", "app", 0), obj("ns", "b", "app", 1), obj("x", "c", "app", 2)}, "2")
+		}, 3},
+		{"clear", func() error { s.clear(); return nil }, 0},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := promtestutil.ToFloat64(g); got != st.want {
+			t.Errorf("after %s: gauge = %v; want %v", st.name, got, st.want)
+		}
 	}
 }

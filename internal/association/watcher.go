@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -26,6 +27,12 @@ import (
 // PodIdentityAssociation resource is served (installed, or still installed).
 const DefaultCheckInterval = 30 * time.Second
 
+// DefaultForbiddenGrace is how long listing must have been forbidden before
+// the watcher gives up waiting and becomes ready with no associations: a
+// ClusterRoleBinding applied with the Deployment takes a moment to reach the
+// authorizer's cache.
+const DefaultForbiddenGrace = 10 * time.Second
+
 // Options configures a Watcher.
 type Options struct {
 	// Client lists and watches PodIdentityAssociations.
@@ -35,6 +42,15 @@ type Options struct {
 	// CheckInterval is how often the resource is looked for; zero means
 	// DefaultCheckInterval.
 	CheckInterval time.Duration
+	// ForbiddenGrace is how long listing may be forbidden before the watcher is
+	// ready without associations; zero means DefaultForbiddenGrace.
+	ForbiddenGrace time.Duration
+	// KeysOnly keeps of each association only what picking the winner needs
+	// (namespace, name, UID, creation timestamp, ServiceAccount), for a user
+	// that only asks whether a ServiceAccount has one (the webhook).
+	KeysOnly bool
+	// Gauge, if not nil, is set to the number of associations held.
+	Gauge prometheus.Gauge
 	// ResyncPeriod is passed to the reflector; zero, the sensible value, means
 	// none.
 	ResyncPeriod time.Duration
@@ -53,38 +69,62 @@ type Options struct {
 // associations are forgotten and the watcher goes back to looking for it.
 //
 // Readiness (HasSynced) turns true once the state is known: the resource was
-// found not served, or its first list is stored, or listing is forbidden (the
-// webhook's RBAC lacks list/watch on podidentityassociations, as a Deployment
-// that switched images from the Amazon webhook has), which is logged once as an
-// error while the reflector keeps retrying. It never turns false again, so a
+// found not served, or its first list is stored, or listing has been forbidden
+// for ForbiddenGrace (the webhook's RBAC lacks list/watch on
+// podidentityassociations, as a Deployment that switched images from the
+// Amazon webhook has). A forbidden list is logged once; the reflector is then
+// stopped and started again every CheckInterval, rather than left to back off
+// for up to 30 s after the RBAC is granted. It never turns false again, so a
 // CRD installed later does not make the ready replicas unready.
 type Watcher struct {
-	client    dynamic.Interface
-	disc      discovery.DiscoveryInterface
-	interval  time.Duration
-	resync    time.Duration
-	log       *slog.Logger
-	store     *store
-	ready     atomic.Bool
-	forbidden atomic.Bool // a list was forbidden; logged once
+	client   dynamic.Interface
+	disc     discovery.DiscoveryInterface
+	interval time.Duration
+	grace    time.Duration
+	resync   time.Duration
+	log      *slog.Logger
+	store    *store
+	ready    atomic.Bool
+	// forbiddenSince is when (Unix nanoseconds) listing started to be
+	// forbidden, zero while it is not.
+	forbiddenSince atomic.Int64
 }
 
 // New returns a Watcher; call Run to fill it.
 func New(o Options) *Watcher {
-	w := &Watcher{client: o.Client, disc: o.Discovery, interval: o.CheckInterval, resync: o.ResyncPeriod, log: o.Logger}
+	w := &Watcher{client: o.Client, disc: o.Discovery, interval: o.CheckInterval, grace: o.ForbiddenGrace,
+		resync: o.ResyncPeriod, log: o.Logger}
 	if w.interval <= 0 {
 		w.interval = DefaultCheckInterval
+	}
+	if w.grace <= 0 {
+		w.grace = DefaultForbiddenGrace
 	}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
 	w.log = w.log.With("resource", Resource.GroupResource().String())
-	w.store = newStore(w.log)
+	w.store = newStore(w.log, o.KeysOnly, o.Gauge)
 	return w
 }
 
 // HasSynced reports whether the watcher knows the associations (see Watcher).
-func (w *Watcher) HasSynced() bool { return w.ready.Load() || w.store.synced.Load() }
+func (w *Watcher) HasSynced() bool {
+	if w.ready.Load() || w.store.synced.Load() {
+		return true
+	}
+	if w.forbiddenTooLong(w.forbiddenSince.Load()) {
+		w.ready.Store(true) // sticky: a later successful list must not undo it
+		return true
+	}
+	return false
+}
+
+// forbiddenTooLong reports whether listing, forbidden since since (Unix
+// nanoseconds, zero for not forbidden), has been for the grace period.
+func (w *Watcher) forbiddenTooLong(since int64) bool {
+	return since != 0 && time.Since(time.Unix(0, since)) >= w.grace
+}
 
 // Lookup returns the association that wins for ServiceAccount
 // namespace/serviceAccount. The result is shared and must not be modified.
@@ -108,7 +148,9 @@ func (w *Watcher) Run(ctx context.Context) {
 		if !w.waitServed(ctx) {
 			return
 		}
-		w.log.Info("watching PodIdentityAssociations")
+		if w.forbiddenSince.Load() == 0 {
+			w.log.Info("watching PodIdentityAssociations")
+		}
 		runCtx, cancel := context.WithCancel(ctx)
 		go func() {
 			defer cancel()
@@ -119,10 +161,20 @@ func (w *Watcher) Run(ctx context.Context) {
 				return err == nil && !served, nil
 			})
 		}()
-		w.runReflector(runCtx)
+		w.runReflector(runCtx, cancel)
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if w.forbiddenSince.Load() != 0 {
+			// The reflector stopped itself on a forbidden list: try again
+			// (the store keeps what an earlier list gave, if any).
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(w.interval):
+			}
+			continue
 		}
 		w.store.clear()
 		w.log.Warn("PodIdentityAssociations are no longer served (CRD deleted?); no ServiceAccount has an association until they are")
@@ -174,21 +226,20 @@ func (w *Watcher) served(ctx context.Context) (bool, error) {
 	return slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == Resource.Resource }), nil
 }
 
-// runReflector lists and watches the resource until ctx is done.
-func (w *Watcher) runReflector(ctx context.Context) {
+// runReflector lists and watches the resource until ctx is done, or, after
+// calling stop, once listing or watching is forbidden.
+func (w *Watcher) runReflector(ctx context.Context, stop context.CancelFunc) {
 	res := w.client.Resource(Resource)
 	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			list, err := res.List(ctx, opts)
-			if apierrors.IsForbidden(err) && !w.forbidden.Swap(true) {
-				w.ready.Store(true) // do not hold readiness hostage to RBAC
-				w.log.Error("cannot list PodIdentityAssociations (RBAC: grant list and watch on podidentityassociations.podiam.dev); no ServiceAccount has an association until then",
-					"err", err)
-			}
+			w.checkForbidden(err, stop)
 			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return res.Watch(ctx, opts)
+			wi, err := res.Watch(ctx, opts)
+			w.checkForbidden(err, stop)
+			return wi, err
 		},
 	}, w.client)
 	expected := &unstructured.Unstructured{}
@@ -201,4 +252,22 @@ func (w *Watcher) runReflector(ctx context.Context) {
 		Logger:          &logger,
 	})
 	r.RunWithContext(klog.NewContext(ctx, logger))
+}
+
+// checkForbidden follows the outcome err of a list or watch: a forbidden one
+// starts (and logs, once) or continues a forbidden period and stops the
+// reflector; a successful one ends the period.
+func (w *Watcher) checkForbidden(err error, stop context.CancelFunc) {
+	switch {
+	case apierrors.IsForbidden(err):
+		if w.forbiddenSince.CompareAndSwap(0, time.Now().UnixNano()) {
+			w.log.Error("cannot list PodIdentityAssociations (RBAC: grant list and watch on podidentityassociations.podiam.dev); no ServiceAccount has an association until then",
+				"err", err, "readyAfter", w.grace, "retryIn", w.interval)
+		}
+		stop()
+	case err == nil:
+		if w.forbiddenTooLong(w.forbiddenSince.Swap(0)) {
+			w.ready.Store(true) // keep the readiness the forbidden period gave
+		}
+	}
 }

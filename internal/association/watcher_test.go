@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -16,6 +19,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/podiam/podiam/test/testcluster"
@@ -29,9 +33,9 @@ const (
 	pollInterval = 20 * time.Millisecond
 )
 
-// startWatcher runs a Watcher for cfg, checking for the CRD every 100 ms,
-// until the test ends.
-func startWatcher(t *testing.T, cfg *rest.Config) *Watcher {
+// startWatcher runs a Watcher for cfg with o, checking for the CRD every
+// 100 ms, until the test ends.
+func startWatcher(t *testing.T, cfg *rest.Config, o Options) *Watcher {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -41,7 +45,8 @@ func startWatcher(t *testing.T, cfg *rest.Config) *Watcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := New(Options{Client: dyn, Discovery: disc, CheckInterval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	o.Client, o.Discovery, o.CheckInterval, o.Logger = dyn, disc, 100*time.Millisecond, slog.New(slog.DiscardHandler)
+	w := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(ctx) })
@@ -96,7 +101,7 @@ func TestWatcherFollowsTheCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w := startWatcher(t, cfg)
+	w := startWatcher(t, cfg, Options{})
 	testutil.Eventually(t, waitTimeout, pollInterval, "ready without the CRD", w.HasSynced)
 
 	crd := readCRD(t)
@@ -131,10 +136,13 @@ func TestWatcherFollowsTheCRD(t *testing.T) {
 	}
 
 	// Without list permission (impersonating a user no role names), the
-	// watcher does not hold readiness back.
+	// watcher does not hold readiness back beyond the grace period.
 	nobody := c.RESTConfig()
 	nobody.Impersonate = rest.ImpersonationConfig{UserName: "nobody"}
-	nw := startWatcher(t, nobody)
+	nw := startWatcher(t, nobody, Options{ForbiddenGrace: time.Second})
+	if nw.HasSynced() {
+		t.Fatal("ready before listing was forbidden for the grace period")
+	}
 	testutil.Eventually(t, waitTimeout, pollInterval, "ready although listing is forbidden", nw.HasSynced)
 	if nw.Contains(ns, "app") {
 		t.Fatal("a watcher that may not list associations has one")
@@ -153,5 +161,73 @@ func TestWatcherFollowsTheCRD(t *testing.T) {
 	})
 	if !w.HasSynced() {
 		t.Fatal("not ready after the CRD was deleted")
+	}
+}
+
+// TestWatcherWaitsForRBAC runs against a real API server of its own: a
+// watcher whose list permission is granted a few seconds after it starts (a
+// ClusterRoleBinding applied with the Deployment) is not ready meanwhile,
+// within its grace period, and serves the associations soon after the grant.
+// The watcher is the webhook's form: keys only, with a gauge.
+func TestWatcherWaitsForRBAC(t *testing.T) {
+	c := testcluster.StartForTest(t, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cfg := c.RESTConfig()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, user := testutil.UniqueName("rbac"), testutil.UniqueName("late")
+	if err := c.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dyn.Resource(crds).Create(ctx, readCRD(t), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pias := dyn.Resource(Resource).Namespace(ns)
+	testutil.Eventually(t, waitTimeout, pollInterval, "the CRD to be served", func() bool {
+		_, err := pias.Create(ctx, newAssociation(ns, "a", "app"), metav1.CreateOptions{})
+		return err == nil
+	})
+
+	late := c.RESTConfig()
+	late.Impersonate = rest.ImpersonationConfig{UserName: user}
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "associations"})
+	w := startWatcher(t, late, Options{ForbiddenGrace: time.Minute, KeysOnly: true, Gauge: gauge})
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(pollInterval) {
+		if w.HasSynced() || w.Contains(ns, "app") {
+			t.Fatalf("ready (%v) or with an association (%v) while listing is forbidden, within the grace period",
+				w.HasSynced(), w.Contains(ns, "app"))
+		}
+	}
+
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{Resource.Group}, Resources: []string{Resource.Resource}, Verbs: []string{"list", "watch"}}}}
+	if _, err := kube.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}}}
+	if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Now()
+	// Well under the reflector's own backoff of up to 30 s: the watcher
+	// retries every CheckInterval.
+	testutil.Eventually(t, 5*time.Second, pollInterval, "the association once listing is granted", func() bool {
+		return w.HasSynced() && w.Contains(ns, "app")
+	})
+	t.Logf("association served %v after the grant", time.Since(granted).Round(time.Millisecond))
+	if a, _ := w.Lookup(ns, "app"); a.RoleARN != "" || a.Name != "a" || a.UID == "" || a.CreationTimestamp.IsZero() {
+		t.Errorf("keys-only association = %+v; want name, UID and creation timestamp only", a)
+	}
+	if got := promtestutil.ToFloat64(gauge); got != 1 {
+		t.Errorf("gauge = %v; want 1", got)
 	}
 }

@@ -41,6 +41,9 @@ type Webhook struct {
 	// AdmissionsInFlight is the number of /mutate requests being served, bodies
 	// being read included; their declared bodies never exceed --max-in-flight-bytes.
 	AdmissionsInFlight prometheus.Gauge
+	// PodIdentityAssociations is the number of PodIdentityAssociations known
+	// to the webhook's watcher.
+	PodIdentityAssociations prometheus.Gauge
 }
 
 // NewWebhook creates the webhook collectors and registers them, with the Go and
@@ -92,10 +95,14 @@ func NewWebhook(reg prometheus.Registerer) *Webhook {
 			Namespace: namespace, Subsystem: "webhook", Name: "admissions_in_flight",
 			Help: "Admission requests being served, their bodies being read included.",
 		}),
+		PodIdentityAssociations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "webhook", Name: "pod_identity_associations",
+			Help: "PodIdentityAssociations known to the webhook, whether or not they win for their ServiceAccount.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Mutations, m.ContainersSkipped, m.Warnings,
 		m.ServiceAccountLookups, m.ServiceAccountsCached, m.ConfigReloads, m.ConfigEntries,
-		m.RequestsRejected, m.AdmissionsInFlight,
+		m.RequestsRejected, m.AdmissionsInFlight, m.PodIdentityAssociations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
