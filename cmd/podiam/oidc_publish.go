@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os/signal"
 	"slices"
 	"strings"
@@ -131,14 +130,8 @@ func (f *publishFlags) validate() error {
 	if f.interval > 0 && f.interval < time.Second {
 		errs = append(errs, fmt.Errorf("--interval=%v: at least 1s (each round reads the API server and the destination)", f.interval))
 	}
-	switch f.logFormat {
-	case "json", "text":
-	default:
-		errs = append(errs, fmt.Errorf("--log-format=%q: want json or text", f.logFormat))
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level=%q: %w", f.logLevel, err))
+	if _, err := parseLogFlags(f.logFormat, f.logLevel); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -167,8 +160,7 @@ func runOIDCPublish(ctx context.Context, f publishFlags, stdout, stderr io.Write
 	if f.interval == 0 {
 		return publishOnce(ctx, src, dest, f, stdout, stderr)
 	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(f.logLevel)) // validated
+	lvl, _ := parseLogFlags(f.logFormat, f.logLevel) // validated
 	logger := newLogger(f.logFormat, lvl)
 	klog.SetSlogLogger(logger) // client-go's own lines in the same log
 	s := &oidc.Syncer{Source: src, Destination: dest, Options: f.options(), Interval: f.interval, Logger: logger}

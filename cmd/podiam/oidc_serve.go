@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os/signal"
 	"strconv"
@@ -69,12 +68,9 @@ are re-read when they change. SIGTERM drains requests in flight and exits.`,
 }
 
 func runOIDCServe(ctx context.Context, f oidcServeFlags) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level=%q: %w", f.logLevel, err)
-	}
-	if f.logFormat != "json" && f.logFormat != "text" {
-		return fmt.Errorf("--log-format=%q: want json or text", f.logFormat)
+	level, err := parseLogFlags(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
 	}
 	logger := newLogger(f.logFormat, level)
 	// The certificate watcher logs through controller-runtime's global.

@@ -106,10 +106,8 @@ func (f stsFlags) validate() error {
 	if f.port < 0 || f.port > 65535 || f.metricsPort < 0 || f.metricsPort > 65535 {
 		return errors.New("--port and --metrics-port must be 0..65535")
 	}
-	if f.logFormat != "json" && f.logFormat != "text" {
-		return fmt.Errorf("--log-format=%q: want json or text", f.logFormat)
-	}
-	return nil
+	_, err := parseLogFlags(f.logFormat, f.logLevel)
+	return err
 }
 
 // isLoopback tells whether address is a loopback IP or localhost.
@@ -125,10 +123,7 @@ func runSTS(ctx context.Context, f stsFlags) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level=%q: %w", f.logLevel, err)
-	}
+	level, _ := parseLogFlags(f.logFormat, f.logLevel) // validated
 	logger := newLogger(f.logFormat, level)
 	// The certificate watcher logs through controller-runtime's global.
 	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))

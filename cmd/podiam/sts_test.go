@@ -209,6 +209,7 @@ func flagsOf(cmd *cobra.Command) (stsFlags, error) {
 		func() error { f.tlsCert, err = fs.GetString("tls-cert"); return err },
 		func() error { f.tlsKey, err = fs.GetString("tls-key"); return err },
 		func() error { f.logFormat, err = fs.GetString("log-format"); return err },
+		func() error { f.logLevel, err = fs.GetString("log-level"); return err },
 	} {
 		if err := get(); err != nil {
 			return f, err

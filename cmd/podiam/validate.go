@@ -34,13 +34,9 @@ func validateFlags(fs *pflag.FlagSet, f *webhookFlags) (validated, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	switch f.logFormat {
-	case "json", "text":
-	default:
-		bad("--log-format=%q: want json or text", f.logFormat)
-	}
-	if err := v.logLevel.UnmarshalText([]byte(f.logLevel)); err != nil {
-		bad("--log-level=%q: %w", f.logLevel, err)
+	var err error
+	if v.logLevel, err = parseLogFlags(f.logFormat, f.logLevel); err != nil {
+		errs = append(errs, err)
 	}
 	// klog's --v N, as in the Amazon webhook's Deployments, shows klog's V(N)
 	// lines of client-go; podiam's log must then be at least that verbose

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -377,6 +378,20 @@ func restConfig(kubeconfig, kubeAPI string) (*rest.Config, error) {
 
 // newLogger returns the process's logger: JSON, or text for --log-format=text
 // (validateFlags has checked the format).
+// parseLogFlags checks --log-format and --log-level, which every long-running
+// command has, and returns the level; both errors at once when both are bad.
+func parseLogFlags(format, level string) (slog.Level, error) {
+	var errs []error
+	if format != "json" && format != "text" {
+		errs = append(errs, fmt.Errorf("--log-format=%q: want json or text", format))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level=%q: %w", level, err))
+	}
+	return lvl, errors.Join(errs...)
+}
+
 func newLogger(format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
