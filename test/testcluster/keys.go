@@ -4,15 +4,13 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
+
+	"github.com/podiam/podiam/internal/oidc"
 )
 
 // saKeys is the service-account token signing key and where it is written
@@ -49,41 +47,12 @@ func newSAKeys(dir string) (*saKeys, error) {
 	return k, nil
 }
 
-// KeyID returns the "kid" that kube-apiserver puts in the header of tokens
-// signed with pub: the unpadded base64url SHA-256 of its PKIX DER encoding.
-func KeyID(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("encoding the public key: %w", err)
-	}
-	sum := sha256.Sum256(der)
-	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
-}
-
-// jwks renders pub as a JSON Web Key Set with one RS256 signing key, in the
-// form kube-apiserver serves at /openid/v1/jwks.
+// jwks renders pub as the JSON Web Key Set kube-apiserver serves at
+// /openid/v1/jwks for that one key.
 func jwks(pub *rsa.PublicKey) ([]byte, error) {
-	kid, err := KeyID(pub)
+	set, err := oidc.NewJWKS([]crypto.PublicKey{pub}, false)
 	if err != nil {
 		return nil, err
 	}
-	type jwk struct {
-		Use string `json:"use"`
-		Kty string `json:"kty"`
-		Kid string `json:"kid"`
-		Alg string `json:"alg"`
-		N   string `json:"n"`
-		E   string `json:"e"`
-	}
-	e := big.NewInt(int64(pub.E)).Bytes()
-	return json.Marshal(struct {
-		Keys []jwk `json:"keys"`
-	}{Keys: []jwk{{
-		Use: "sig",
-		Kty: "RSA",
-		Kid: kid,
-		Alg: "RS256",
-		N:   base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		E:   base64.RawURLEncoding.EncodeToString(e),
-	}}})
+	return set.Marshal()
 }

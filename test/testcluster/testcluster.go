@@ -70,6 +70,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/podiam/podiam/internal/oidc"
 	"github.com/podiam/podiam/test/testutil"
 )
 
@@ -432,7 +433,7 @@ func (c *Cluster) ServiceAccountSigningKey() *rsa.PrivateKey { return c.sa.key }
 
 // ServiceAccountKeyID is the "kid" header of tokens the cluster signs.
 func (c *Cluster) ServiceAccountKeyID() string {
-	kid, err := KeyID(&c.sa.key.PublicKey)
+	kid, err := oidc.KeyID(&c.sa.key.PublicKey)
 	if err != nil {
 		panic(err) // an RSA key always marshals
 	}
