@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/podiam/podiam/api/v1alpha1"
 	"github.com/podiam/podiam/test/harness"
@@ -23,14 +22,10 @@ import (
 func TestAssociationGivesPodIdentity(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Installed before the webhook starts, so that it lists associations at
 	// once instead of looking for the CRD every 30 s. Never deleted: other
 	// tests share it.
-	installAssociationCRD(t, dyn)
+	installAssociationCRD(t)
 	pias := associationClient(t)
 
 	name := testutil.UniqueName("e2e-assoc")

@@ -52,14 +52,20 @@ func readManifest(t *testing.T, path string) *unstructured.Unstructured {
 // the kind. It is idempotent and the CRD is left installed: it is
 // cluster-scoped, the same for every test and every run (-count=2), and
 // deleting it would delete the associations of any other test using it.
-func installAssociationCRD(t *testing.T, dyn dynamic.Interface) {
+// It returns the dynamic client it applied the CRD with.
+func installAssociationCRD(t *testing.T) dynamic.Interface {
 	t.Helper()
+	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := ctxFor(t, time.Minute)
 	crd := readManifest(t, "deploy/crd/podiam.dev_podidentityassociations.yaml")
 	if _, err := dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true}); err != nil {
 		t.Fatalf("applying CRD %s: %v", crd.GetName(), err)
 	}
 	waitCRDEstablished(t, ctx, dyn, crd.GetName())
+	return dyn
 }
 
 // associationClient is a controller-runtime client that knows podiam's API
@@ -83,11 +89,7 @@ func associationClient(t *testing.T) ctrlclient.Client {
 func TestCRDValidation(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	installAssociationCRD(t, dyn)
+	installAssociationCRD(t)
 	c := associationClient(t)
 	ns := testutil.UniqueName("crd-validation")
 	newNamespace(t, ctx, ns, nil)
@@ -171,11 +173,7 @@ func TestCRDValidation(t *testing.T) {
 func TestCRDStatusAndColumns(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	installAssociationCRD(t, dyn)
+	installAssociationCRD(t)
 	c := associationClient(t)
 	ns := testutil.UniqueName("crd-status")
 	newNamespace(t, ctx, ns, nil)
@@ -253,11 +251,7 @@ func TestCRDStatusAndColumns(t *testing.T) {
 func TestCRDExampleDryRun(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	installAssociationCRD(t, dyn)
+	dyn := installAssociationCRD(t)
 	ns := testutil.UniqueName("crd-example")
 	newNamespace(t, ctx, ns, nil)
 
@@ -291,11 +285,7 @@ func TestCRDExampleDryRun(t *testing.T) {
 func TestCRDServiceAccountImmutable(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	installAssociationCRD(t, dyn)
+	installAssociationCRD(t)
 	c := associationClient(t)
 	ns := testutil.UniqueName("crd-immutable")
 	newNamespace(t, ctx, ns, nil)
@@ -311,7 +301,7 @@ func TestCRDServiceAccountImmutable(t *testing.T) {
 		t.Fatalf("changing the role: %v", err)
 	}
 	pia.Spec.ServiceAccount = "other"
-	err = c.Update(ctx, pia)
+	err := c.Update(ctx, pia)
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "serviceAccount is immutable") {
 		t.Fatalf("moving the association to another ServiceAccount: %v, want Invalid: serviceAccount is immutable", err)
 	}
