@@ -42,7 +42,10 @@ pods.eks.amazonaws.com, actions sts:AssumeRole and sts:TagSession), or with
 aws:RequestTag/kubernetes-namespace and aws:RequestTag/kubernetes-service-account,
 so that only those ServiceAccounts can assume the role. ServiceAccounts of
 different namespaces get one statement per namespace: one list of namespaces
-beside one list of names would also allow the cross pairs.`,
+beside one list of names would also allow the cross pairs. Associations with
+disableSessionTags send no tags: --external-id pins the role to their
+sts:ExternalId (<region>/<account>/<cluster>/<namespace>/<service account>, in
+the association's status) instead.`,
 		Example: `  # IRSA for one ServiceAccount, as eksctl writes it:
   podiam policy trust --account 111122223333 \
     --issuer https://oidc.example.com/cluster-1 --serviceaccount kube-system/ebs-csi-controller-sa
@@ -53,7 +56,11 @@ beside one list of names would also allow the cross pairs.`,
     --serviceaccount apps/web --serviceaccount 'batch/job-*'
 
   # EKS Pod Identity, limited to one ServiceAccount by its session tags:
-  podiam policy trust --pod-identity --serviceaccount apps/web`,
+  podiam policy trust --pod-identity --serviceaccount apps/web
+
+  # Pod Identity through podiam auth, whose own role is the principal:
+  podiam policy trust --pod-identity --principal arn:aws:iam::111122223333:role/podiam-auth \
+    --serviceaccount apps/web`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Style = policy.TrustStyle(style)
@@ -81,6 +88,7 @@ beside one list of names would also allow the cross pairs.`,
 	fs.StringVar(&o.Audience, "audience", "", "IRSA, eksctl style: the audience of the pods' tokens (default sts.amazonaws.com)")
 	fs.StringVar(&o.Partition, "partition", "", "IRSA: the AWS partition of the provider ARN: aws, aws-cn, aws-us-gov (default aws)")
 	fs.BoolVar(&o.PodIdentity, "pod-identity", false, "write the EKS Pod Identity trust policy (sts:AssumeRole and sts:TagSession) instead of IRSA")
+	fs.StringArrayVar(&o.ExternalIDs, "external-id", nil, "with --pod-identity: pin the role to this sts:ExternalId (of an association with disableSessionTags, from its status) instead of session tags; repeatable")
 	fs.StringVar(&o.Principal, "principal", "", "with --pod-identity: the AWS principal (role ARN or account id) that assumes the role instead of pods.eks.amazonaws.com")
 	return cmd
 }

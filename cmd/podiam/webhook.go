@@ -72,6 +72,7 @@ type webhookFlags struct {
 	tlsSecret                            string
 	certMode, certSecretName             string
 	webhookConfigName                    string
+	caConfigMap                          string // self-managed: podiam auth's --ca-configmap; the webhook has none
 	certExtraNames                       []string
 	certValidity, caValidity             time.Duration
 	certCheckInterval                    time.Duration
@@ -181,12 +182,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(f.logFormat, v.logLevel)
-	slog.SetDefault(logger)
-	// client-go (klog) and controller-runtime's certificate watcher log through
-	// their own globals; send both to the same structured log.
-	klog.SetSlogLogger(logger)
-	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
+	logger := installLogger(f.logFormat, v.logLevel)
 	logger.Info("starting", "version", version.String())
 	for _, w := range v.warnings {
 		logger.Warn(w)
@@ -289,16 +285,9 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		webhook.RequireClientCerts(tlsCfg, clientCAs)
 	}
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.port)))
+	ln, metricsLn, err := listenPorts("", f.port, f.metricsPort)
 	if err != nil {
-		return fmt.Errorf("listening on port %d: %w", f.port, err)
-	}
-	var metricsLn net.Listener
-	if f.metricsPort != 0 {
-		if metricsLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.metricsPort))); err != nil {
-			ln.Close()
-			return fmt.Errorf("listening on metrics port %d: %w", f.metricsPort, err)
-		}
+		return err
 	}
 	srv := &webhook.Server{
 		Mutate: webhook.NewHandler(handlerOpts), TLS: tlsCfg, Gatherer: reg, Checks: checks,
@@ -342,7 +331,7 @@ func certificateSource(ctx context.Context, f webhookFlags, client kubernetes.In
 		}
 		m := certs.New(certs.Options{
 			Client: client, Namespace: ns, SecretName: f.certSecretName, WebhookConfigName: f.webhookConfigName,
-			Policy: pol, CheckInterval: f.certCheckInterval, Logger: logger,
+			CAConfigMapName: f.caConfigMap, Policy: pol, CheckInterval: f.certCheckInterval, Logger: logger,
 		})
 		go m.Run(ctx)
 		return m.GetCertificate, m.Ready, nil
@@ -376,8 +365,6 @@ func restConfig(kubeconfig, kubeAPI string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// newLogger returns the process's logger: JSON, or text for --log-format=text
-// (validateFlags has checked the format).
 // parseLogFlags checks --log-format and --log-level, which every long-running
 // command has, and returns the level; both errors at once when both are bad.
 func parseLogFlags(format, level string) (slog.Level, error) {
@@ -392,6 +379,34 @@ func parseLogFlags(format, level string) (slog.Level, error) {
 	return lvl, errors.Join(errs...)
 }
 
+// installLogger makes the process's logger (newLogger) the default of slog,
+// client-go (klog) and controller-runtime, whose certificate watcher logs
+// through its own global, so that everything goes to one structured log.
+func installLogger(format string, level slog.Level) *slog.Logger {
+	logger := newLogger(format, level)
+	slog.SetDefault(logger)
+	klog.SetSlogLogger(logger)
+	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
+	return logger
+}
+
+// listenPorts listens on address (empty: every interface) at port, and at
+// metricsPort unless it is 0 (then the metrics listener is nil).
+func listenPorts(address string, port, metricsPort int) (ln, metricsLn net.Listener, err error) {
+	if ln, err = net.Listen("tcp", net.JoinHostPort(address, strconv.Itoa(port))); err != nil {
+		return nil, nil, fmt.Errorf("listening on port %d: %w", port, err)
+	}
+	if metricsPort != 0 {
+		if metricsLn, err = net.Listen("tcp", net.JoinHostPort(address, strconv.Itoa(metricsPort))); err != nil {
+			ln.Close()
+			return nil, nil, fmt.Errorf("listening on metrics port %d: %w", metricsPort, err)
+		}
+	}
+	return ln, metricsLn, nil
+}
+
+// newLogger returns the process's logger: JSON, or text for --log-format=text
+// (parseLogFlags has checked the format).
 func newLogger(format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {

@@ -4,7 +4,11 @@
 // prints what the pod got. Then the issuer side: it publishes the cluster's
 // OIDC documents, serves them over HTTPS, verifies the pod's token against
 // what is served as AWS would, writes the role's trust policy and checks the
-// pod against it. It stops everything before it exits.
+// pod against it; `podiam sts` exchanges the pod's token for a session. Last,
+// Pod Identity: a PodIdentityAssociation, a pod the webhook gives Pod
+// Identity, and `podiam auth` answering a node agent's call with the role's
+// session, refusing it from another node. It stops everything before it
+// exits.
 package main
 
 import (
@@ -42,7 +46,8 @@ import (
 const (
 	webhookNamespace = "podiam-system"
 	appNamespace     = "demo"
-	roleARN          = "arn:aws:iam::111122223333:role/demo-app"
+	account          = "111122223333"
+	roleARN          = "arn:aws:iam::" + account + ":role/demo-app"
 	configName       = "podiam-webhook"
 )
 
@@ -91,6 +96,11 @@ func run(ctx context.Context) error {
 		if err := cluster.EnsureNamespace(ctx, ns, nil); err != nil {
 			return err
 		}
+	}
+	// Before the webhook starts: it looks for the CRD at start-up, and
+	// later only every 30 s.
+	if err := installAssociationCRD(ctx, cluster.RESTConfig()); err != nil {
+		return err
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", ports[0])
 	// Registered without a caBundle: podiam writes its own CA into it.
@@ -284,9 +294,9 @@ func issuerSide(ctx context.Context, bin, dir string, cluster *testcluster.Clust
 // stsSide runs `podiam sts` with the cluster as its OIDC provider and the
 // role of the trust policy, exchanges the pod's token with the AWS SDK's web
 // identity provider, calls GetCallerIdentity with the session, and shows a
-// denial: AWS's answer, and podiam's reason from its log.
+// denial: AWS's answer, and podiam's reason from its log. Then Pod Identity,
+// with the same podiam sts.
 func stsSide(ctx context.Context, bin, dir string, cluster *testcluster.Cluster, issuer, caFile, trustFile, token string) error {
-	const account = "111122223333"
 	config := fmt.Sprintf("accounts:\n- id: %q\n  oidcProviders:\n  - url: %s\n    clientIDs: [sts.amazonaws.com]\n    caFile: %s\n"+
 		"  roles:\n  - name: demo-app\n    trustPolicyFile: %s\n", account, issuer, caFile, trustFile)
 	configFile := filepath.Join(dir, "sts.yaml")
@@ -360,7 +370,7 @@ func stsSide(ctx context.Context, bin, dir string, cluster *testcluster.Cluster,
 		return fmt.Errorf("no denial in the log of podiam sts:\n%s", logs.String())
 	}
 	fmt.Printf("                  and why, from podiam sts's log:\n%s", indent(reason, "    "))
-	return nil
+	return podIdentitySide(ctx, bin, dir, cluster, stsServer{endpoint: endpoint, configFile: configFile, config: config, logs: &logs})
 }
 
 // denialReason returns the reason and the explanation of the AccessDenied in a

@@ -2,6 +2,8 @@ package association
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -203,25 +205,35 @@ func (w *Watcher) waitServed(ctx context.Context) bool {
 }
 
 // served asks discovery whether the API server serves the resource.
-func (w *Watcher) served(ctx context.Context) (bool, error) {
+func (w *Watcher) served(ctx context.Context) (bool, error) { return Served(ctx, w.disc) }
+
+// Served asks discovery whether the API server serves the
+// PodIdentityAssociation resource (its CRD is installed and established).
+// Discovery needs no RBAC beyond the default, so the answer does not depend on
+// whether the caller may list the resource. Every component that waits for
+// the CRD asks this one question, so that they all agree.
+func Served(ctx context.Context, disc discovery.DiscoveryInterface) (bool, error) {
 	type ctxDiscovery interface {
 		ServerResourcesForGroupVersionWithContext(context.Context, string) (*metav1.APIResourceList, error)
+	}
+	if disc == nil {
+		return false, errors.New("no discovery client to tell whether PodIdentityAssociations are served")
 	}
 	var (
 		list *metav1.APIResourceList
 		err  error
 	)
 	gv := Resource.GroupVersion().String()
-	if d, ok := w.disc.(ctxDiscovery); ok {
+	if d, ok := disc.(ctxDiscovery); ok {
 		list, err = d.ServerResourcesForGroupVersionWithContext(ctx, gv)
 	} else {
-		list, err = w.disc.ServerResourcesForGroupVersion(gv)
+		list, err = disc.ServerResourcesForGroupVersion(gv)
 	}
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("discovering %s: %w", gv, err)
 	}
 	return slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == Resource.Resource }), nil
 }

@@ -2,6 +2,7 @@ package association
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -229,5 +230,57 @@ func TestWatcherWaitsForRBAC(t *testing.T) {
 	}
 	if got := promtestutil.ToFloat64(gauge); got != 1 {
 		t.Errorf("gauge = %v; want 1", got)
+	}
+}
+
+// TestServed runs against a real API server of its own (so that the CRD can
+// be missing): Served follows the CRD, and answers the same for a client
+// that may not list associations, since discovery needs no such permission
+// (listing one association, as a check, would be forbidden instead).
+func TestServed(t *testing.T) {
+	c := testcluster.StartForTest(t, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	admin := c.RESTConfig()
+	nobody := c.RESTConfig()
+	nobody.Impersonate = rest.ImpersonationConfig{UserName: testutil.UniqueName("nobody")}
+	dyn, err := dynamic.NewForConfig(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := func(cfg *rest.Config) (bool, error) {
+		disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Served(ctx, disc)
+	}
+	for _, tc := range []struct {
+		name       string
+		installCRD bool // before asking
+		cfg        *rest.Config
+		want       bool
+	}{
+		{"no CRD", false, admin, false},
+		{"no CRD, may not list", false, nobody, false},
+		{"CRD installed", true, admin, true},
+		{"CRD installed, may not list", false, nobody, true},
+	} {
+		if tc.installCRD {
+			if _, err := dyn.Resource(crds).Create(ctx, readCRD(t), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, waitTimeout, pollInterval, "the CRD to be served", func() (bool, string) {
+				ok, err := served(admin)
+				return ok, fmt.Sprint(err)
+			})
+		}
+		got, err := served(tc.cfg)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: Served = %v, %v; want %v, nil", tc.name, got, err, tc.want)
+		}
+	}
+	if _, err := Served(ctx, nil); err == nil {
+		t.Error("Served without a discovery client: no error")
 	}
 }

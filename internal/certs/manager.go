@@ -37,7 +37,13 @@ type Options struct {
 	// WebhookConfigName is the MutatingWebhookConfiguration whose webhooks get
 	// the CA bundle. Empty: none is patched.
 	WebhookConfigName string
-	Policy            Policy
+	// CAConfigMapName is a ConfigMap in Namespace that gets the CA bundle under
+	// the key ca.crt (KeyCACert), for clients that mount it to trust the
+	// server (the node agents of podiam auth). It is created when missing and
+	// written only when its ca.crt differs; its other keys are left alone.
+	// Empty: none is written.
+	CAConfigMapName string
+	Policy          Policy
 	// CheckInterval is the longest time between two checks of the Secret and
 	// webhook configuration. Run also checks whenever either changes (watched)
 	// and when a rotation is due; this interval is the backstop for missed
@@ -88,8 +94,9 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 func (m *Manager) Ready() bool { return m.current.Load() != nil }
 
 // Reconcile makes one pass: read or create the Secret, rotate what is due, write
-// the CA bundle into the webhook configuration, then serve the certificate. The
-// bundle is written before a new certificate is served, so the API server never
+// the CA bundle into the webhook configuration and the CA ConfigMap, then serve
+// the certificate. The bundle is written before a new certificate is served, so
+// the API server (and the ConfigMap's readers, as soon as they see it) never
 // sees a certificate from a CA it does not trust yet.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	_, err := m.reconcile(ctx)
@@ -104,6 +111,9 @@ func (m *Manager) reconcile(ctx context.Context) (*Bundle, error) {
 		return nil, err
 	}
 	if err := m.syncWebhookConfig(ctx, b); err != nil {
+		return nil, err
+	}
+	if err := m.syncCAConfigMap(ctx, b); err != nil {
 		return nil, err
 	}
 	cert, err := b.TLSCertificate()
@@ -279,4 +289,59 @@ func mergeCABundle(cas []*x509.Certificate, current []byte, now time.Time) []byt
 		}
 	}
 	return out.CABundle()
+}
+
+// syncCAConfigMap keeps the CA ConfigMap's ca.crt equal to the bundle's CAs,
+// followed, as in the caBundle, by CAs already there that are still valid (a
+// replica that has not seen another's rotation yet must not remove the new CA).
+// A create or update that loses a race with another replica (AlreadyExists, a
+// resourceVersion conflict) is tried again on a fresh read.
+func (m *Manager) syncCAConfigMap(ctx context.Context, b *Bundle) error {
+	if m.o.CAConfigMapName == "" {
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := m.writeCAConfigMap(ctx, b)
+		if attempt < 5 && (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+			continue
+		}
+		return err
+	}
+}
+
+// writeCAConfigMap makes one attempt of syncCAConfigMap.
+func (m *Manager) writeCAConfigMap(ctx context.Context, b *Bundle) error {
+	cms := m.o.Client.CoreV1().ConfigMaps(m.o.Namespace)
+	name := m.o.CAConfigMapName
+	cm, err := cms.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: name, Namespace: m.o.Namespace,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "podiam"},
+			},
+			Data: map[string]string{KeyCACert: string(b.CABundle())},
+		}
+		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating ConfigMap %s/%s: %w", m.o.Namespace, name, err)
+		}
+		m.o.Logger.Info("created CA bundle ConfigMap", "configMap", name)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading ConfigMap %s/%s: %w", m.o.Namespace, name, err)
+	}
+	want := string(mergeCABundle(b.CAs, []byte(cm.Data[KeyCACert]), m.o.Now()))
+	if cm.Data[KeyCACert] == want {
+		return nil
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[KeyCACert] = want
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("writing the CA bundle into ConfigMap %s/%s: %w", m.o.Namespace, name, err)
+	}
+	m.o.Logger.Info("wrote CA bundle into ConfigMap", "configMap", name)
+	return nil
 }

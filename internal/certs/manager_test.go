@@ -314,3 +314,100 @@ func TestMergeCABundle(t *testing.T) {
 		})
 	}
 }
+
+// caConfigMap returns ConfigMap podiam-auth-ca of ns, nil when there is none.
+func caConfigMap(t *testing.T, cs kubernetes.Interface, ns string) *corev1.ConfigMap {
+	t.Helper()
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(context.Background(), "podiam-auth-ca", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm
+}
+
+// With CAConfigMapName, the CA bundle is published in a ConfigMap for clients
+// to mount: created when missing, rewritten when its ca.crt differs (other
+// keys kept), left alone otherwise, and given both CAs during a CA rotation.
+func TestManagerCAConfigMap(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		existing map[string]string // data of a ConfigMap there before; nil: none
+	}{
+		{"missing", nil},
+		{"garbage ca.crt, another key", map[string]string{KeyCACert: "garbage", "other": "kept"}},
+		{"without ca.crt", map[string]string{"other": "kept"}},
+		{"empty", map[string]string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := namespace(t, cs, "certs-cacm")
+			if tt.existing != nil {
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "podiam-auth-ca"}, Data: tt.existing}
+				if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clk := &clock{t: time.Now()}
+			m := New(Options{
+				Client: cs, Namespace: ns, SecretName: "podiam-webhook-tls", CAConfigMapName: "podiam-auth-ca",
+				Policy: pol, Now: clk.now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			if err := m.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := secretBundle(t, cs, ns)
+			cm := caConfigMap(t, cs, ns)
+			if cm == nil || cm.Data[KeyCACert] != string(b.CABundle()) {
+				t.Fatalf("ConfigMap %+v: want ca.crt = the Secret's CA bundle", cm)
+			}
+			if v, ok := tt.existing["other"]; ok && cm.Data["other"] != v {
+				t.Errorf("key other = %q, want %q kept", cm.Data["other"], v)
+			}
+			if tt.existing == nil && cm.Labels["app.kubernetes.io/managed-by"] != "podiam" {
+				t.Errorf("created ConfigMap labels %v: want app.kubernetes.io/managed-by=podiam", cm.Labels)
+			}
+
+			// Nothing changed: the ConfigMap is not written again.
+			if err := m.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cm2 := caConfigMap(t, cs, ns); cm2.ResourceVersion != cm.ResourceVersion {
+				t.Errorf("ConfigMap rewritten with nothing changed (%s -> %s)", cm.ResourceVersion, cm2.ResourceVersion)
+			}
+
+			// The CA enters its last third: both CAs are trusted.
+			clk.add(201 * time.Hour)
+			if err := m.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b2, _ := secretBundle(t, cs, ns)
+			if len(b2.CAs) != 2 {
+				t.Fatalf("after CA rotation the bundle has %d CAs, want 2", len(b2.CAs))
+			}
+			if got := caConfigMap(t, cs, ns).Data[KeyCACert]; got != string(b2.CABundle()) {
+				t.Fatalf("after CA rotation ca.crt is\n%s\nwant both CAs\n%s", got, b2.CABundle())
+			}
+		})
+	}
+}
+
+// Without CAConfigMapName no ConfigMap is written (the webhook's case).
+func TestManagerWithoutCAConfigMap(t *testing.T) {
+	cs := client(t)
+	ns := namespace(t, cs, "certs-nocacm")
+	if err := newManager(cs, ns, "", &clock{t: time.Now()}).Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cms, err := cs.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=podiam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != 0 {
+		t.Errorf("%d ConfigMaps written without CAConfigMapName", len(cms.Items))
+	}
+}

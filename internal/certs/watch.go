@@ -34,11 +34,11 @@ const (
 const reconcileKey = "certificates"
 
 // Run keeps the certificates reconciled until ctx is done. It watches the
-// Secret and the MutatingWebhookConfiguration, each by name through a
-// metadata.name field selector (so RBAC can limit list and watch to those
-// names), and reconciles when either changes: a caBundle overwritten by
-// another writer, or a Secret deleted or corrupted, is repaired within
-// seconds. It also reconciles when the next rotation is due and at least every
+// Secret, the CA ConfigMap and the MutatingWebhookConfiguration, each by name
+// through a metadata.name field selector (so RBAC can limit list and watch to
+// those names), and reconciles when one changes: a caBundle or CA ConfigMap
+// overwritten by another writer, or a Secret or ConfigMap deleted or
+// corrupted, is repaired within seconds. It also reconciles when the next rotation is due and at least every
 // CheckInterval, in case a watch misses something, and retries failures with
 // backoff. One worker reconciles, so passes never overlap; writes happen only
 // when content differs, so the events of its own writes end in a pass that
@@ -108,8 +108,9 @@ func minTime(t time.Time, others ...time.Time) time.Time {
 	return t
 }
 
-// informers returns the watches of the Secret and, when one is named, the
-// MutatingWebhookConfiguration; each change calls enqueue.
+// informers returns the watches of the Secret and, when they are named, the
+// CA ConfigMap and the MutatingWebhookConfiguration; each change calls
+// enqueue.
 func (m *Manager) informers(enqueue func()) []cache.SharedIndexInformer {
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { enqueue() },
@@ -140,6 +141,11 @@ func (m *Manager) informers(enqueue func()) []cache.SharedIndexInformer {
 	}))
 	mustAdd(secrets.AddEventHandler(handler))
 	out := []cache.SharedIndexInformer{secrets}
+	if m.o.CAConfigMapName != "" {
+		cms := coreinformers.NewFilteredConfigMapInformer(m.o.Client, m.o.Namespace, 0, cache.Indexers{}, byName(m.o.CAConfigMapName))
+		mustAdd(cms.AddEventHandler(handler))
+		out = append(out, cms)
+	}
 	if m.o.WebhookConfigName != "" {
 		cfgs := admissionregistrationinformers.NewFilteredMutatingWebhookConfigurationInformer(m.o.Client, 0, cache.Indexers{}, byName(m.o.WebhookConfigName))
 		mustAdd(cfgs.AddEventHandler(handler))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -331,6 +332,63 @@ func TestNextCheck(t *testing.T) {
 			if got := nextCheck(tt.b, tt.now, tt.interval); got != tt.want {
 				t.Errorf("nextCheck = %v, want %v", got, tt.want)
 			}
+		})
+	}
+}
+
+// The CA ConfigMap is watched like the Secret: deleted or overwritten, it is
+// back within seconds, without waiting for the check interval.
+func TestRunRepairsCAConfigMap(t *testing.T) {
+	cs := client(t)
+	tests := []struct {
+		name   string
+		change func(t *testing.T, ctx context.Context, ns string)
+	}{
+		{"deleted", func(t *testing.T, ctx context.Context, ns string) {
+			if err := cs.CoreV1().ConfigMaps(ns).Delete(ctx, "podiam-auth-ca", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"ca.crt overwritten", func(t *testing.T, ctx context.Context, ns string) {
+			cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "podiam-auth-ca", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cm.Data[KeyCACert] = "garbage"
+			if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			ns := namespace(t, cs, "certs-watch-cm")
+			m := New(Options{
+				Client: cs, Namespace: ns, SecretName: "podiam-webhook-tls", CAConfigMapName: "podiam-auth-ca",
+				Policy: pol, CheckInterval: longInterval, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); m.Run(runCtx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			published := func() (bool, string) {
+				s, err := cs.CoreV1().Secrets(ns).Get(ctx, "podiam-webhook-tls", metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "podiam-auth-ca", metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				return cm.Data[KeyCACert] == string(s.Data[KeyCACert]), "ca.crt differs from the Secret's"
+			}
+			testutil.Eventually(t, reactWithin, 50*time.Millisecond, "the CA ConfigMap", published)
+			tt.change(t, ctx, ns)
+			start := time.Now()
+			testutil.Eventually(t, reactWithin, 50*time.Millisecond, "the manager to repair the CA ConfigMap", published)
+			t.Logf("repaired in %v", time.Since(start).Round(time.Millisecond))
 		})
 	}
 }

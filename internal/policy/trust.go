@@ -154,13 +154,23 @@ type TrustOptions struct {
 	// Principal, with PodIdentity, replaces the EKS service principal with
 	// this AWS principal (an ARN or account id): podiam's own broker.
 	Principal string
+	// ExternalIDs, with PodIdentity, are the sts:ExternalId values of
+	// associations that disable session tags
+	// ("<region>/<account>/<cluster>/<namespace>/<service account>", shown in
+	// the association's status). They replace the session-tag conditions,
+	// which such sessions cannot meet, and the policy allows sts:AssumeRole
+	// only.
+	ExternalIDs []string
 }
 
 var (
 	partitionRE = regexp.MustCompile(`^aws(-[a-z]+)*$`)
 	// principalRE accepts what IAM accepts in "Principal": {"AWS": …} for a
 	// role's caller: an account id or an iam/sts ARN with an account.
-	principalRE = regexp.MustCompile(`^(arn:aws(-[a-z]+)*:(iam|sts)::[0-9]{12}:[^\s]+|[0-9]{12})$`)
+	// externalIDRE is the external id EKS sets when an association disables
+	// session tags: region/account/cluster/namespace/service account.
+	externalIDRE = regexp.MustCompile(`^[a-z0-9-]+/[0-9]{12}/[0-9A-Za-z][A-Za-z0-9_-]*/[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`)
+	principalRE  = regexp.MustCompile(`^(arn:aws(-[a-z]+)*:(iam|sts)::[0-9]{12}:[^\s]+|[0-9]{12})$`)
 )
 
 // The document a trust policy is written as. Struct members keep IAM's
@@ -240,6 +250,9 @@ func uniqueServiceAccounts(in []ServiceAccount) ([]ServiceAccount, error) {
 func irsaDoc(o TrustOptions, sas []ServiceAccount) (*trustDocument, error) {
 	if o.Principal != "" {
 		return nil, errors.New("a principal is for Pod Identity policies; IRSA's principal is the cluster's OIDC provider")
+	}
+	if len(o.ExternalIDs) > 0 {
+		return nil, errors.New("external ids are for Pod Identity policies (associations without session tags)")
 	}
 	if err := ValidateAccount(o.Account); err != nil {
 		return nil, err
@@ -324,6 +337,9 @@ func podIdentityDoc(o TrustOptions, sas []ServiceAccount) (*trustDocument, error
 		Action:    []string{ActionAssumeRole, ActionTagSession},
 	}
 	doc := &trustDocument{Version: "2012-10-17"}
+	if len(o.ExternalIDs) > 0 {
+		return externalIDDoc(doc, base, o.ExternalIDs, sas)
+	}
 	if len(sas) == 0 {
 		doc.Statement = []trustStatement{base}
 		return doc, nil
@@ -346,6 +362,31 @@ func podIdentityDoc(o TrustOptions, sas []ServiceAccount) (*trustDocument, error
 		doc.Statement = append(doc.Statement, st)
 		i = j
 	}
+	return doc, nil
+}
+
+// externalIDDoc pins the role to the external ids of associations without
+// session tags: the ServiceAccount is part of each id, so no tag condition
+// is needed (nor possible: such sessions carry no tags).
+func externalIDDoc(doc *trustDocument, base trustStatement, ids []string, sas []ServiceAccount) (*trustDocument, error) {
+	if len(sas) > 0 {
+		return nil, errors.New("external ids replace the ServiceAccount conditions (each id names its namespace and ServiceAccount): give one or the other")
+	}
+	seen := map[string]bool{}
+	var unique []string
+	for _, id := range ids {
+		if !externalIDRE.MatchString(id) {
+			return nil, fmt.Errorf("external id %q: want <region>/<account>/<cluster name>/<namespace>/<service account>, as the association's status shows it", id)
+		}
+		if !seen[id] {
+			seen[id] = true
+			unique = append(unique, id)
+		}
+	}
+	sort.Strings(unique)
+	base.Action = ActionAssumeRole
+	base.Condition = map[string]map[string]any{"StringEquals": {"sts:ExternalId": oneOrList(unique)}}
+	doc.Statement = []trustStatement{base}
 	return doc, nil
 }
 

@@ -56,6 +56,9 @@ func TestTrustGolden(t *testing.T) {
 		{"pod-identity-sa", TrustOptions{PodIdentity: true, ServiceAccounts: sas(t, "apps/web")}},
 		{"pod-identity-same-namespace", TrustOptions{PodIdentity: true, ServiceAccounts: sas(t, "apps/web", "apps/worker-*")}},
 		// Different namespaces: one statement each, no cross pairs.
+		// Associations without session tags: pinned to their external ids.
+		{"pod-identity-external-id", TrustOptions{PodIdentity: true, Principal: "arn:aws:iam::111122223333:role/podiam-auth",
+			ExternalIDs: []string{"eu-west-1/111122223333/prod/apps/web", "eu-west-1/111122223333/prod/apps/batch", "eu-west-1/111122223333/prod/apps/web"}}},
 		{"pod-identity-namespaces", TrustOptions{PodIdentity: true, Principal: "111122223333", ServiceAccounts: sas(t, "ns2/sa2", "ns1/sa1", "team-*/sa3")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +119,10 @@ func TestTrustErrors(t *testing.T) {
 		{"pod identity with audience", TrustOptions{PodIdentity: true, Audience: "x"}, "for IRSA"},
 		{"pod identity with partition", TrustOptions{PodIdentity: true, Partition: "aws-cn"}, "for IRSA"},
 		{"bad principal", TrustOptions{PodIdentity: true, Principal: "podiam-broker"}, `principal "podiam-broker"`},
+		{"external id and serviceaccount", TrustOptions{PodIdentity: true, ExternalIDs: []string{"eu-west-1/111122223333/prod/apps/web"}, ServiceAccounts: app}, "one or the other"},
+		{"external id short", TrustOptions{PodIdentity: true, ExternalIDs: []string{"prod/apps/web"}}, `external id "prod/apps/web"`},
+		{"external id bad account", TrustOptions{PodIdentity: true, ExternalIDs: []string{"eu-west-1/1111/prod/apps/web"}}, "want <region>/<account>"},
+		{"external id with irsa", TrustOptions{Account: testAccount, Issuer: testIssuer, ExternalIDs: []string{"eu-west-1/111122223333/prod/apps/web"}, ServiceAccounts: app}, "external ids are for Pod Identity"},
 		{"principal not iam", TrustOptions{PodIdentity: true, Principal: "arn:aws:s3:::bucket"}, "want an IAM role ARN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,4 +320,44 @@ func iamJSON(t *testing.T, doc []byte) any {
 		return v
 	}
 	return norm(v)
+}
+
+// TestTrustExternalIDAllows evaluates the external-id policy: the broker's
+// AssumeRole with an association's external id is allowed, with another
+// ServiceAccount's id, without one, or from another principal it is not.
+func TestTrustExternalIDAllows(t *testing.T) {
+	const broker = "arn:aws:iam::111122223333:role/podiam-auth"
+	doc, err := Trust(TrustOptions{PodIdentity: true, Principal: broker, ExternalIDs: []string{"eu-west-1/111122223333/prod/apps/web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		principal  string
+		externalID string
+		want       bool
+	}{
+		{"its external id", broker, "eu-west-1/111122223333/prod/apps/web", true},
+		{"another ServiceAccount's", broker, "eu-west-1/111122223333/prod/apps/batch", false},
+		{"none", broker, "", false},
+		{"another principal", "arn:aws:iam::111122223333:role/other", "eu-west-1/111122223333/prod/apps/web", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := AssumeRoleRequest(Principal{Type: "AWS", ID: tc.principal}, nil, nil)
+			if tc.externalID != "" {
+				r.Context["sts:ExternalId"] = []string{tc.externalID}
+			}
+			d, err := p.Evaluate(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed != tc.want {
+				t.Fatalf("allowed = %v, want %v", d.Allowed, tc.want)
+			}
+		})
+	}
 }

@@ -60,11 +60,18 @@ type admissionLimiter struct {
 	next    http.Handler
 	budget  *semaphore.Weighted
 	maxBody int64
+	// write answers a refused request (Server.Reject); never nil.
+	write   func(w http.ResponseWriter, status int, msg string)
 	metrics *metrics.Webhook
 }
 
-func newAdmissionLimiter(next http.Handler, budget, maxBody int64, m *metrics.Webhook) *admissionLimiter {
-	return &admissionLimiter{next: next, budget: semaphore.NewWeighted(max(budget, maxBody)), maxBody: maxBody, metrics: m}
+// newAdmissionLimiter returns next behind the budget and body limit; write
+// answers refused requests, nil meaning http.Error.
+func newAdmissionLimiter(next http.Handler, budget, maxBody int64, write func(http.ResponseWriter, int, string), m *metrics.Webhook) *admissionLimiter {
+	if write == nil {
+		write = func(w http.ResponseWriter, status int, msg string) { http.Error(w, msg, status) }
+	}
+	return &admissionLimiter{next: next, budget: semaphore.NewWeighted(max(budget, maxBody)), maxBody: maxBody, write: write, metrics: m}
 }
 
 // reservation is what a request counts against the budget.
@@ -86,7 +93,7 @@ func (l *admissionLimiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := l.reservation(r)
 	if !l.budget.TryAcquire(n) {
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
-		l.reject(w, r, metrics.RejectOverloaded, http.StatusTooManyRequests, "too many admission requests in flight; retry later")
+		l.reject(w, r, metrics.RejectOverloaded, http.StatusTooManyRequests, "too many requests in flight; retry later")
 		return
 	}
 	if l.metrics != nil {
@@ -111,7 +118,7 @@ func (l *admissionLimiter) reject(w http.ResponseWriter, r *http.Request, reason
 	if r.ProtoMajor < 2 {
 		w.Header().Set("Connection", "close")
 	}
-	http.Error(w, msg, status)
+	l.write(w, status, msg)
 }
 
 // requireClientCert refuses requests whose TLS connection carries no verified

@@ -28,8 +28,12 @@ type ReadyCheck struct {
 
 // Server runs the TLS admission endpoint and the plain-HTTP metrics endpoint.
 type Server struct {
-	// Mutate serves /mutate.
+	// Mutate serves the TLS port's requests under Path.
 	Mutate http.Handler
+	// Path is the http.ServeMux pattern Mutate is served on; empty means
+	// "/mutate". `podiam auth` serves EKS Auth's API under "/clusters/" with the
+	// same TLS, limits, probes and shutdown.
+	Path string
 	// TLS is the serving configuration; its GetCertificate supplies the
 	// (reloadable) certificate.
 	TLS *tls.Config
@@ -55,6 +59,16 @@ type Server struct {
 	// the excess is answered 429 with Retry-After before its body is read.
 	// Zero means DefaultMaxInFlightBytes.
 	MaxInFlightBytes int64
+	// BodyLimit is the largest body a request under Path may declare: a
+	// larger one is answered 413, unread, and a chunked one reserves this much.
+	// Zero means MaxBodyBytes (an AdmissionReview's).
+	BodyLimit int64
+	// Reject writes the answer to a request under Path that the limits refuse
+	// before Mutate sees it: 413 (body over BodyLimit) or 429 (too many
+	// requests in flight, with Retry-After already set). Nil means
+	// http.Error's plain text; `podiam auth` answers in EKS Auth's format, so
+	// that its clients (AWS SDK style) see a code they know and retry a 429.
+	Reject func(w http.ResponseWriter, status int, msg string)
 	// HTTP2MaxConcurrentStreams bounds the streams of one HTTP/2 connection.
 	// Zero means DefaultHTTP2MaxConcurrentStreams.
 	HTTP2MaxConcurrentStreams int
@@ -74,14 +88,20 @@ type Server struct {
 	draining atomic.Bool
 }
 
-// Routes returns the handler of the TLS port: /mutate, /healthz and /readyz.
+// Routes returns the handler of the TLS port: Mutate on Path (/mutate),
+// /healthz and /readyz.
 func (s *Server) Routes() http.Handler {
 	mux := http.NewServeMux()
-	var mutate http.Handler = newAdmissionLimiter(s.Mutate, orDefault(s.MaxInFlightBytes, DefaultMaxInFlightBytes), MaxBodyBytes, s.Metrics)
+	var mutate http.Handler = newAdmissionLimiter(s.Mutate, orDefault(s.MaxInFlightBytes, DefaultMaxInFlightBytes),
+		orDefault(s.BodyLimit, MaxBodyBytes), s.Reject, s.Metrics)
 	if s.RequireClientCert {
 		mutate = requireClientCert(mutate, s.Metrics)
 	}
-	mux.Handle("/mutate", mutate)
+	path := s.Path
+	if path == "" {
+		path = "/mutate"
+	}
+	mux.Handle(path, mutate)
 	s.health(mux)
 	return mux
 }

@@ -14,6 +14,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -633,4 +634,107 @@ func listenPair(t *testing.T) (net.Listener, net.Listener) {
 		lns[i] = ln
 	}
 	return lns[0], lns[1]
+}
+
+// Path moves the handler (podiam auth serves EKS Auth's API under
+// /clusters/), and BodyLimit lowers the largest body it may be sent, both
+// without touching the probes.
+func TestServerPathAndBodyLimit(t *testing.T) {
+	served := func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served "+r.URL.Path) }
+	tests := []struct {
+		name    string
+		path    string
+		maxBody int64
+		method  string
+		url     string
+		body    int64 // declared length of a body of that many bytes
+		want    int
+	}{
+		{"default path", "", 0, http.MethodPost, "/mutate", 100, http.StatusOK},
+		{"default path, other URL", "", 0, http.MethodPost, "/clusters/c/assume-role-for-pod-identity", 100, http.StatusNotFound},
+		{"subtree", "/clusters/", 0, http.MethodPost, "/clusters/c/assume-role-for-pod-identity", 100, http.StatusOK},
+		{"subtree, /mutate not served", "/clusters/", 0, http.MethodPost, "/mutate", 100, http.StatusNotFound},
+		{"subtree, probes kept", "/clusters/", 0, http.MethodGet, "/healthz", 0, http.StatusOK},
+		{"default limit", "", 0, http.MethodPost, "/mutate", MaxBodyBytes, http.StatusOK},
+		{"default limit exceeded", "", 0, http.MethodPost, "/mutate", MaxBodyBytes + 1, http.StatusRequestEntityTooLarge},
+		{"lower limit", "/clusters/", 64 << 10, http.MethodPost, "/clusters/c/x", 64 << 10, http.StatusOK},
+		{"lower limit exceeded", "/clusters/", 64 << 10, http.MethodPost, "/clusters/c/x", 64<<10 + 1, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{Mutate: http.HandlerFunc(served), Path: tt.path, BodyLimit: tt.maxBody}
+			req := httptest.NewRequest(tt.method, tt.url, bytes.NewReader(make([]byte, tt.body)))
+			rec := httptest.NewRecorder()
+			s.Routes().ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Fatalf("%s %s (%d bytes): %d %q, want %d", tt.method, tt.url, tt.body, rec.Code, rec.Body.String(), tt.want)
+			}
+			if rec.Code == http.StatusOK && tt.method == http.MethodPost && rec.Body.String() != "served "+tt.url {
+				t.Errorf("body %q: the handler did not serve it", rec.Body.String())
+			}
+		})
+	}
+}
+
+// Reject writes the answers the limits give before Mutate sees a request (a
+// body declared too large, too many in flight), so that podiam auth can give
+// them in EKS Auth's format; without it they are http.Error's plain text.
+func TestServerReject(t *testing.T) {
+	const limit = 64 << 10
+	custom := func(w http.ResponseWriter, status int, msg string) {
+		w.Header().Set("X-Rejected", strconv.Itoa(status))
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, "custom: "+msg)
+	}
+	tests := []struct {
+		name       string
+		reject     func(http.ResponseWriter, int, string)
+		body       int64
+		busy       bool // another request holds the whole budget
+		want       int
+		wantCustom bool
+	}{
+		{"too large, custom", custom, limit + 1, false, http.StatusRequestEntityTooLarge, true},
+		{"overloaded, custom", custom, 100, true, http.StatusTooManyRequests, true},
+		{"too large, default", nil, limit + 1, false, http.StatusRequestEntityTooLarge, false},
+		{"overloaded, default", nil, 100, true, http.StatusTooManyRequests, false},
+		{"served, custom unused", custom, 100, false, http.StatusOK, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			s := &Server{
+				Mutate: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Header.Get("X-Hold") != "" {
+						close(entered)
+						<-release
+					}
+				}),
+				Path: "/clusters/", BodyLimit: limit, MaxInFlightBytes: limit, Reject: tt.reject,
+			}
+			h := s.Routes()
+			done := make(chan struct{})
+			defer func() { close(release); <-done }()
+			if tt.busy {
+				hold := httptest.NewRequest(http.MethodPost, "/clusters/c/x", bytes.NewReader(make([]byte, limit)))
+				hold.Header.Set("X-Hold", "1")
+				go func() { defer close(done); h.ServeHTTP(httptest.NewRecorder(), hold) }()
+				<-entered
+			} else {
+				close(done)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/clusters/c/x", bytes.NewReader(make([]byte, tt.body))))
+			if rec.Code != tt.want {
+				t.Fatalf("status %d %q, want %d", rec.Code, rec.Body.String(), tt.want)
+			}
+			gotCustom := rec.Header().Get("X-Rejected") == strconv.Itoa(tt.want) && strings.HasPrefix(rec.Body.String(), "custom: ")
+			if gotCustom != tt.wantCustom {
+				t.Errorf("answered by Reject: %v, want %v (%q)", gotCustom, tt.wantCustom, rec.Body.String())
+			}
+			if tt.want == http.StatusTooManyRequests && rec.Header().Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+		})
+	}
 }
