@@ -66,6 +66,22 @@ bench-tls: tools
 bench-sts:
 	hack/bench-sts.sh
 
+# `podiam auth` against a local control plane with `podiam sts` as STS: 1,000
+# pods on 10 nodes ask for credentials at once (issue 9's target: all within
+# 5 s, one AssumeRole per pod), then again (all cached), then 20 callers for
+# one pod (one AssumeRole); see docs/benchmarks.md.
+.PHONY: bench-auth
+bench-auth: tools
+	hack/bench-auth.sh
+
+# `podiam agent --backend=eks` on core 0 against a stand-in EKS Auth on
+# loopback, with 250 pods on its node: each pod once (one backend call each),
+# then cached requests for 10 s from core 1: req/s, latency, CPU per request,
+# RSS (issue 10's targets); see docs/benchmarks.md.
+.PHONY: bench-agent
+bench-agent: tools
+	hack/bench-agent.sh
+
 # Runs every fuzz target for FUZZTIME each. Minimizing each new input for the
 # default 60 s stalls the workers on our multi-KiB pod seeds; 2 s is plenty.
 fuzz:

@@ -139,7 +139,7 @@ association's status, one audit log line per issuance, and serves /healthz,
 	fs.StringVar(&f.clusterARN, "cluster-arn", "",
 		"arn:<partition>:eks:<region>:<account>:cluster/<cluster-name>: the eks-cluster-arn session tag, and the region and account of external ids; empty: none, region from the SDK, account from sts:GetCallerIdentity")
 	fs.StringVar(&f.region, "region", "", "AWS region of the STS endpoint; empty means the AWS SDK's (AWS_REGION, profile), else the --cluster-arn's")
-	fs.StringVar(&f.agentServiceAccount, "agent-service-account", "kube-system/podiam-agent", "NAMESPACE/NAME of the only ServiceAccount whose tokens may call")
+	fs.StringVar(&f.agentServiceAccount, "agent-service-account", "podiam-system/podiam-agent", "NAMESPACE/NAME of the only ServiceAccount whose tokens may call")
 	fs.StringVar(&f.agentAudience, "agent-audience", auth.DefaultAgentAudience, "audience the caller's token must have")
 	fs.StringVar(&f.issuer, "issuer", "", "the cluster's service-account issuer; empty means the API server's /.well-known/openid-configuration")
 	fs.DurationVar(&f.sessionDuration, "session-duration", auth.DefaultSessionDuration,
@@ -315,11 +315,13 @@ func runAuth(ctx context.Context, f authFlags) error {
 		return err
 	}
 	cfg.UserAgent = "podiam-auth/" + version.Version
-	// Every request GETs its pod (and, once per 30 s per node, the agent's):
-	// a thousand pods asking at once must not queue behind client-go's
-	// default of 5 requests/s. The API server's own priority and fairness
-	// still protects it.
-	cfg.QPS, cfg.Burst = 200, 400
+	// Every request GETs its pod (and, once per 30 s per node, the agent's),
+	// so client-go's own rate limit would set podiam auth's throughput: at
+	// 200/s, a thousand pods asking at once took 3.3 s cold and 4.8 s even
+	// when every answer came from the cache (docs/benchmarks.md). The
+	// per-node rate limits bound what the agents can ask, and the API
+	// server's priority and fairness protects it; no limit of ours here.
+	cfg.QPS = -1
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)

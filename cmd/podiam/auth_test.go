@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/time/rate"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -110,15 +109,15 @@ func TestValidateAuthFlagsAccepts(t *testing.T) {
 		wantAgentNS, wantName string
 		wantRate              rate.Limit
 	}{
-		{"defaults", []string{"--cluster-name=prod"}, "", "", "kube-system", "podiam-agent", 50},
+		{"defaults", []string{"--cluster-name=prod"}, "", "", "podiam-system", "podiam-agent", 50},
 		{"cluster ARN", []string{"--cluster-name=prod", "--cluster-arn=arn:aws:eks:eu-west-1:111122223333:cluster/prod"},
-			"eu-west-1", "111122223333", "kube-system", "podiam-agent", 50},
+			"eu-west-1", "111122223333", "podiam-system", "podiam-agent", 50},
 		{"cluster ARN of another partition", []string{"--cluster-name=prod_1", "--cluster-arn=arn:aws-cn:eks:cn-north-1:111122223333:cluster/prod_1"},
-			"cn-north-1", "111122223333", "kube-system", "podiam-agent", 50},
+			"cn-north-1", "111122223333", "podiam-system", "podiam-agent", 50},
 		{"agent and rate", []string{"--cluster-name=p", "--agent-service-account=agents/node-agent", "--node-rate-limit=2.5",
 			"--cert-mode=self-managed", "--session-duration=12h"}, "", "", "agents", "node-agent", 2.5},
-		{"no rate limit", []string{"--cluster-name=p", "--node-rate-limit=+Inf"}, "", "", "kube-system", "podiam-agent", rate.Inf},
-		{"loopback, no metrics port", []string{"--cluster-name=p", "--address=127.0.0.1", "--metrics-port=0"}, "", "", "kube-system", "podiam-agent", 50},
+		{"no rate limit", []string{"--cluster-name=p", "--node-rate-limit=+Inf"}, "", "", "podiam-system", "podiam-agent", rate.Inf},
+		{"loopback, no metrics port", []string{"--cluster-name=p", "--address=127.0.0.1", "--metrics-port=0"}, "", "", "podiam-system", "podiam-agent", 50},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,48 +354,10 @@ func TestNewSTSClientRegion(t *testing.T) {
 	}
 }
 
-// The README's `podiam auth` flags section names every flag of `podiam auth
-// --help`.
+// The README's `podiam auth` flags section lists every flag of `podiam auth
+// --help` with its default.
 func TestREADMEListsEveryAuthFlag(t *testing.T) {
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const heading = "### `podiam auth` flags"
-	_, section, ok := strings.Cut(string(data), heading)
-	if !ok {
-		t.Fatalf("README.md has no %q section", heading)
-	}
-	if end := strings.Index(section, "\n#"); end >= 0 {
-		section = section[:end]
-	}
-	// The table's rows: | `--flag`[, `--other`] | default(s) | meaning |.
-	var rows [][]string
-	for line := range strings.Lines(section) {
-		if cells := strings.Split(line, "|"); len(cells) >= 4 && strings.Contains(cells[1], "`--") {
-			rows = append(rows, cells[1:3])
-		}
-	}
-	n := 0
-	newAuthCommand().Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Hidden || f.Name == "help" {
-			return
-		}
-		n++
-		if !flagNamed(f.Name).MatchString(section) {
-			t.Errorf("README.md's %q section does not list --%s", heading, f.Name)
-		}
-		// A row that gives a default as code gives the flag's own.
-		def := readmeDefault(f.DefValue)
-		for _, r := range rows {
-			if flagNamed(f.Name).MatchString(r[0]) && def != "" && strings.Contains(r[1], "`") && !strings.Contains(r[1], "`"+def+"`") {
-				t.Errorf("README.md's row of --%s gives the default %q, want `%s`", f.Name, strings.TrimSpace(r[1]), def)
-			}
-		}
-	})
-	if n < 20 {
-		t.Errorf("podiam auth has %d flags; the check saw too few to mean anything", n)
-	}
+	checkREADMEFlagTable(t, "### `podiam auth` flags", newAuthCommand().Flags(), 20)
 }
 
 // readmeDefault is a flag's default as the README writes it: none for an

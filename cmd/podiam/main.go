@@ -63,7 +63,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWebhookCommand(), newAuthCommand(), newOIDCCommand(), newPolicyCommand(), newSTSCommand(), &cobra.Command{
+	root.AddCommand(newWebhookCommand(), newAuthCommand(), newAgentCommand(), newOIDCCommand(), newPolicyCommand(), newSTSCommand(), &cobra.Command{
 		Use:     "version",
 		Short:   "Print the version",
 		Example: "  podiam version",

@@ -6,8 +6,10 @@
 // what is served as AWS would, writes the role's trust policy and checks the
 // pod against it; `podiam sts` exchanges the pod's token for a session. Last,
 // Pod Identity: a PodIdentityAssociation, a pod the webhook gives Pod
-// Identity, and `podiam auth` answering a node agent's call with the role's
-// session, refusing it from another node. It stops everything before it
+// Identity, and the pod's application (a child process running this binary)
+// getting the role's session from `podiam agent` through the AWS SDK's
+// container credential provider, the agent asking `podiam auth`; the agent
+// refuses the token of a pod on another node. It stops everything before it
 // exits.
 package main
 
@@ -37,6 +39,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podiam/podiam/hack/internal/kubefixture"
 	"github.com/podiam/podiam/internal/oidc"
 	"github.com/podiam/podiam/test/harness"
 	"github.com/podiam/podiam/test/testcluster"
@@ -52,6 +55,9 @@ const (
 )
 
 func main() {
+	if os.Getenv(podAppMarker) != "" {
+		os.Exit(podAppMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -99,7 +105,7 @@ func run(ctx context.Context) error {
 	}
 	// Before the webhook starts: it looks for the CRD at start-up, and
 	// later only every 30 s.
-	if err := installAssociationCRD(ctx, cluster.RESTConfig()); err != nil {
+	if err := kubefixture.InstallCRD(ctx, cluster.RESTConfig(), "podiam-demo"); err != nil {
 		return err
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/mutate", ports[0])

@@ -41,26 +41,3 @@ func TestDenialReason(t *testing.T) {
 		})
 	}
 }
-
-// TestAuditLine checks that the demo shows podiam auth's audit line, not
-// another line of its log.
-func TestAuditLine(t *testing.T) {
-	const issued = `{"level":"INFO","msg":"issued credentials","node":"node-a","pod":"web"}`
-	tests := []struct {
-		name string
-		log  []string
-		want string
-	}{
-		{"only the audit line", []string{issued}, issued},
-		{"after other lines", []string{"plain text", `{"msg":"serving","port":8443}`, `{"msg":"issued credentials?"}`, issued}, issued},
-		{"the words in another message", []string{`{"msg":"refused","reason":"issued credentials"}`}, ""},
-		{"none", []string{"{", `{"msg":"ready"}`}, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := auditLine(strings.Join(tt.log, "\n")); got != tt.want {
-				t.Errorf("auditLine = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}

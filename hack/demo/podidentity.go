@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,25 +11,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
-
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podiam/podiam/api/v1alpha1"
-	"github.com/podiam/podiam/internal/eksauth"
+	"github.com/podiam/podiam/hack/internal/kubefixture"
+	"github.com/podiam/podiam/internal/inject"
 	"github.com/podiam/podiam/test/harness"
 	"github.com/podiam/podiam/test/testcluster"
 	"github.com/podiam/podiam/test/testutil"
@@ -48,9 +38,10 @@ const (
 	webSA   = "web"
 	webRole = "demo-web"
 	// The agents' ServiceAccount: podiam auth's default --agent-service-account.
-	agentNamespace = "kube-system"
+	agentNamespace = "podiam-system"
 	agentSA        = "podiam-agent"
-	// nodeA runs the pod and its agent; nodeB's agent is refused the pod.
+	// nodeA runs the pod and the agent; nodeA's agent refuses the token of a
+	// pod on nodeB.
 	nodeA, nodeB = "node-a", "node-b"
 	// authUser is the podiam sts user whose keys podiam auth holds: the
 	// principal the pod roles trust. The keys exist in podiam sts only.
@@ -61,8 +52,6 @@ const (
 
 // authUserARN is podiam auth's principal.
 const authUserARN = "arn:aws:iam::" + account + ":user/" + authUser
-
-var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // stsServer is the demo's running `podiam sts`: its endpoint, its config
 // file and what was written into it, and its log.
@@ -76,15 +65,19 @@ type authServer struct {
 	proc     *harness.Process
 	logs     *testutil.SyncBuffer
 	endpoint string
-	// http trusts podiam auth's serving certificate, as an agent does.
-	http *http.Client
+	// caFile holds the CA of podiam auth's serving certificate, which the
+	// agent trusts.
+	caFile string
 }
 
 // podIdentitySide is Pod Identity end to end: a PodIdentityAssociation, a
 // pod the webhook gives Pod Identity, the role's trust policy added to
-// podiam sts, `podiam auth`, and the call a node agent makes, answered with
-// the role's session; then the same pod's token from another node, refused,
-// and podiam auth's audit line.
+// podiam sts, `podiam auth`, and `podiam agent` for node-a with podiam auth
+// as its backend. The pod's application (a child process with the pod's
+// environment) gets the role's session through the AWS SDK's container
+// credential provider; the agent's and podiam auth's log lines show each
+// hop. Last, the token of a pod on node-b, which node-a's agent refuses
+// itself.
 func podIdentitySide(ctx context.Context, bin, dir string, cluster *testcluster.Cluster, st stsServer) error {
 	client, err := cluster.Clientset()
 	if err != nil {
@@ -98,8 +91,12 @@ func podIdentitySide(ctx context.Context, bin, dir string, cluster *testcluster.
 		return err
 	}
 	// What the kubelet would write into the pod's eks-pod-identity-token volume.
-	podToken, err := boundToken(ctx, client, pod, projection.Audience)
+	podToken, err := kubefixture.BoundToken(ctx, client, pod, projection.Audience)
 	if err != nil {
+		return err
+	}
+	podTokenFile := filepath.Join(dir, projection.Path)
+	if err := os.WriteFile(podTokenFile, []byte(podToken), 0o600); err != nil {
 		return err
 	}
 	if err := addPodIdentityRole(ctx, bin, dir, st); err != nil {
@@ -109,95 +106,89 @@ func podIdentitySide(ctx context.Context, bin, dir string, cluster *testcluster.
 	if err != nil {
 		return err
 	}
-	defer auth.stop()
-	agents := map[string]*eksauth.Client{}
-	for _, node := range []string{nodeA, nodeB} {
-		if agents[node], err = agentClient(ctx, client, dir, node, auth); err != nil {
-			return err
+	defer auth.proc.Stop()
+	agentTokenFile, err := agentToken(ctx, client, dir, nodeA)
+	if err != nil {
+		return err
+	}
+	agent, err := startAgent(ctx, bin, dir, cluster, auth, nodeA, agentTokenFile)
+	if err != nil {
+		return err
+	}
+	defer agent.proc.Stop()
+
+	env := podAppEnv(pod, agent.url(), podTokenFile, st.endpoint, dir)
+	fmt.Printf("  pod's app       a child process with pod %s/%s's env (the agent's address and the token's file are this machine's):\n",
+		appNamespace, pod.Name)
+	for _, kv := range env {
+		if strings.HasPrefix(kv, inject.EnvContainerCredsURI+"=") || strings.HasPrefix(kv, inject.EnvContainerCredsToken+"=") {
+			fmt.Printf("    env    %s\n", kv)
 		}
 	}
-	fmt.Printf("  agents          %s/%s pods on %s and %s, each with a token bound to it (audience podiam-auth);\n"+
-		"                  the node agent, `podiam agent`, is next: here internal/eksauth's Client calls as it will\n",
-		agentNamespace, agentSA, nodeA, nodeB)
-
-	out, err := agents[nodeA].AssumeRoleForPodIdentity(ctx, clusterName, podToken)
+	got, err := runPodApp(ctx, env)
 	if err != nil {
-		return fmt.Errorf("AssumeRoleForPodIdentity for %s/%s: %w\npodiam auth's log:\n%s", appNamespace, pod.Name, err, auth.logs.String())
+		return fmt.Errorf("%w\npodiam agent's log:\n%s\npodiam auth's log:\n%s", err, agent.logs.String(), auth.logs.String())
 	}
-	fmt.Printf("  EKS Auth        %s's agent sends pod %s/%s's token (audience %s) to podiam auth:\n"+
-		"    subject          %s/%s\n    association      %s (id %s)\n    assumedRoleUser  %s\n                     id %s\n"+
-		"    credentials      expire in %s\n",
-		nodeA, appNamespace, pod.Name, projection.Audience, out.Subject.Namespace, out.Subject.ServiceAccount,
-		out.PodIdentityAssociation.AssociationArn, out.PodIdentityAssociation.AssociationID,
-		out.AssumedRoleUser.Arn, out.AssumedRoleUser.AssumeRoleID, time.Until(out.Credentials.Expiration).Round(time.Minute))
-	if err := callerIdentity(ctx, st, out.Credentials); err != nil {
-		return err
-	}
+	fmt.Printf("                  config.LoadDefaultConfig: the SDK's %s got credentials of account %s\n"+
+		"                  from the agent; GetCallerIdentity signed with them:\n                  %s\n", got.Source, got.AccountID, got.ARN)
 
-	_, err = agents[nodeB].AssumeRoleForPodIdentity(ctx, clusterName, podToken)
-	var refused *eksauth.Error
-	if !errors.As(err, &refused) || refused.Code != eksauth.CodeAccessDenied {
-		return fmt.Errorf("the pod's token sent by %s's agent: %v, want %s", nodeB, err, eksauth.CodeAccessDenied)
-	}
-	fmt.Printf("  denied          the same token sent by %s's agent: %s:\n                  %s\n", nodeB, refused.Code, refused.Message)
-
-	line, err := waitAuditLine(ctx, auth.logs)
+	issued, err := waitLogLine(ctx, agent.logs, "credentials issued", "podiam agent")
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  audit           podiam auth's log line for the issuance (no token, no key):\n    %s\n", line)
-	return nil
+	fmt.Printf("  1 SDK → agent   the agent checked the pod's token itself (signature, audience, node %s), had no credentials\n"+
+		"                  cached for the pod and asked podiam auth, with its own token; its log line:\n    %s\n", nodeA, issued)
+	audit, err := waitLogLine(ctx, auth.logs, "issued credentials", "podiam auth")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  2 agent → auth  podiam auth checked both tokens (same node), found the association and assumed %s\n"+
+		"                  from podiam sts with EKS's session tags; its audit line (no token, no key):\n    %s\n", webRole, audit)
+
+	return refuseOtherNode(ctx, client, agent, projection.Audience)
 }
 
-// installAssociationCRD applies deploy/crd's PodIdentityAssociation CRD
-// (server-side apply) and waits until it is established.
-func installAssociationCRD(ctx context.Context, cfg *rest.Config) error {
-	root, err := testutil.ModuleRoot()
+// refuseOtherNode sends node-a's agent the token (with audience, as
+// projected) of a pod on node-b, as a pod that stole it could: the agent
+// refuses it with 403 before any call to podiam auth, which its backend-call
+// metric shows.
+func refuseOtherNode(ctx context.Context, client kubernetes.Interface, agent *agentServer, audience string) error {
+	calls, err := agent.backendCalls(ctx)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(root, "deploy/crd/podiam.dev_podidentityassociations.yaml")
-	f, err := os.Open(path)
+	pod, err := kubefixture.CreatePod(ctx, client, appNamespace, "web-b", webSA, nodeB)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	crd := &unstructured.Unstructured{}
-	if err := utilyaml.NewYAMLOrJSONDecoder(f, 4096).Decode(&crd.Object); err != nil {
-		return fmt.Errorf("decoding %s: %w", path, err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	token, err := kubefixture.BoundToken(ctx, client, pod, audience)
 	if err != nil {
 		return err
 	}
-	crds := dyn.Resource(crdGVR)
-	if _, err := crds.Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "podiam-demo", Force: true}); err != nil {
-		return fmt.Errorf("applying CRD %s: %w", crd.GetName(), err)
-	}
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := crds.Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	status, message, err := agent.get(ctx, token)
 	if err != nil {
-		return fmt.Errorf("CRD %s not established: %w", crd.GetName(), err)
+		return err
 	}
+	if status != http.StatusForbidden {
+		return fmt.Errorf("node-a's agent answered %d to a token of a pod on %s, want 403: %s", status, nodeB, message)
+	}
+	after, err := agent.backendCalls(ctx)
+	if err != nil {
+		return err
+	}
+	if after != calls {
+		return fmt.Errorf("node-a's agent called podiam auth for a token of a pod on %s (%v calls, before %v)", nodeB, after, calls)
+	}
+	fmt.Printf("  denied          pod %s/%s's token (it runs on %s) sent to %s's agent: %d %s, from the agent itself\n"+
+		"                  (its calls to podiam auth: still %v):\n                  %s\n",
+		appNamespace, pod.Name, nodeB, nodeA, status, http.StatusText(status), after, message)
 	return nil
 }
 
 // associate creates the ServiceAccount web, without annotations, and its
 // PodIdentityAssociation.
 func associate(ctx context.Context, cfg *rest.Config, client kubernetes.Interface) error {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: webSA, Namespace: appNamespace}}
-	if _, err := client.CoreV1().ServiceAccounts(appNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+	if err := kubefixture.CreateServiceAccount(ctx, client, appNamespace, webSA); err != nil {
 		return err
 	}
 	scheme := runtime.NewScheme()
@@ -271,19 +262,6 @@ func podIdentityProjection(pod *corev1.Pod) *corev1.ServiceAccountTokenProjectio
 	return nil
 }
 
-// boundToken asks the TokenRequest API for a token of pod's ServiceAccount
-// with audience, bound to the pod, as the kubelet projects it.
-func boundToken(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, audience string) (string, error) {
-	tr, err := client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience},
-			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("TokenRequest for pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	return tr.Status.Token, nil
-}
-
 // addPodIdentityRole writes the role's trust policy with `podiam policy
 // trust --pod-identity`, adds the role and podiam auth's user to podiam
 // sts's config, and waits until podiam sts has re-read it.
@@ -338,6 +316,10 @@ func startAuth(ctx context.Context, bin, dir string, cluster *testcluster.Cluste
 	if err != nil {
 		return nil, err
 	}
+	caFile := filepath.Join(tlsDir, "ca.crt")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		return nil, err
+	}
 	ports, err := testutil.FreePorts(2)
 	if err != nil {
 		return nil, err
@@ -349,8 +331,7 @@ func startAuth(ctx context.Context, bin, dir string, cluster *testcluster.Cluste
 		"AWS_CONFIG_FILE=" + filepath.Join(dir, "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "no-aws-credentials"),
 		"AWS_PROFILE=", "AWS_EC2_METADATA_DISABLED=true",
 	}
-	a := &authServer{logs: new(testutil.SyncBuffer), endpoint: fmt.Sprintf("https://127.0.0.1:%d", ports[0]),
-		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: harness.TLSClientConfig(caPEM)}}}
+	a := &authServer{logs: new(testutil.SyncBuffer), endpoint: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), caFile: caFile}
 	a.proc, err = harness.StartPodiam(bin, a.logs, env, "auth", "--kubeconfig", cluster.Kubeconfig(),
 		"--port", strconv.Itoa(ports[0]), "--metrics-port", strconv.Itoa(ports[1]),
 		"--tls-cert", filepath.Join(tlsDir, "tls.crt"), "--tls-key", filepath.Join(tlsDir, "tls.key"),
@@ -360,105 +341,52 @@ func startAuth(ctx context.Context, bin, dir string, cluster *testcluster.Cluste
 		return nil, err
 	}
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1])
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-a.proc.Exited():
-			return false, fmt.Errorf("podiam auth exited with status %d", a.proc.ExitCode())
-		default:
-		}
-		return httpOK(ctx, readyz), nil
-	})
-	if err != nil {
-		a.stop()
-		return nil, fmt.Errorf("podiam auth not ready: %w\n%s", err, a.logs.String())
+	if err := kubefixture.WaitReady(ctx, a.proc, readyz, "podiam auth", 30*time.Second); err != nil {
+		a.proc.Stop()
+		return nil, fmt.Errorf("%w\n%s", err, a.logs.String())
 	}
 	fmt.Printf("  podiam auth     %s: cluster %s, TLS from the demo's CA, podiam sts's user %s as its AWS identity\n",
 		a.endpoint, clusterName, authUser)
 	return a, nil
 }
 
-func (a *authServer) stop() {
-	a.http.CloseIdleConnections()
-	a.proc.Stop()
-}
-
-// httpOK reports whether GET url answers 200.
-func httpOK(ctx context.Context, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
+// agentToken creates the agent's pod on node (and its ServiceAccount), and
+// writes the agent's token (audience podiam-auth, bound to the pod) into a
+// file, as the kubelet projects it; it returns the file's path.
+func agentToken(ctx context.Context, client kubernetes.Interface, dir, node string) (string, error) {
+	if err := kubefixture.CreateServiceAccount(ctx, client, agentNamespace, agentSA); err != nil {
+		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	pod, err := kubefixture.CreatePod(ctx, client, agentNamespace, agentSA+"-"+node, agentSA, node)
 	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode == http.StatusOK
-}
-
-// agentClient creates the agent's pod on node (and its ServiceAccount, the
-// first time), writes the agent's token (audience podiam-auth, bound to the
-// pod) into a file as the kubelet projects it, and returns the client the
-// agent calls podiam auth with.
-func agentClient(ctx context.Context, client kubernetes.Interface, dir, node string, auth *authServer) (*eksauth.Client, error) {
-	sas := client.CoreV1().ServiceAccounts(agentNamespace)
-	if _, err := sas.Get(ctx, agentSA, metav1.GetOptions{}); err != nil {
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: agentSA, Namespace: agentNamespace}}
-		if _, err := sas.Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-			return nil, fmt.Errorf("creating ServiceAccount %s/%s: %w", agentNamespace, agentSA, err)
-		}
-	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: agentSA + "-" + node, Namespace: agentNamespace},
-		Spec: corev1.PodSpec{ServiceAccountName: agentSA, NodeName: node,
-			Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/podiam/podiam"}}}}
-	created, err := client.CoreV1().Pods(agentNamespace).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("creating pod %s/%s: %w", agentNamespace, pod.Name, err)
-	}
-	token, err := boundToken(ctx, client, created, "podiam-auth")
-	if err != nil {
-		return nil, err
+		return "", err
 	}
 	path := filepath.Join(dir, "agent-"+node+".token")
-	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
-		return nil, err
+	if err := kubefixture.WriteBoundToken(ctx, client, pod, "podiam-auth", path); err != nil {
+		return "", err
 	}
-	return &eksauth.Client{Endpoint: auth.endpoint, HTTPClient: auth.http, Auth: &eksauth.BearerTokenFile{Path: path}}, nil
+	return path, nil
 }
 
-// callerIdentity signs GetCallerIdentity with the issued credentials, as the
-// pod's AWS SDK would, and prints the session it names.
-func callerIdentity(ctx context.Context, st stsServer, creds eksauth.Credentials) error {
-	client := sts.New(sts.Options{Region: region, BaseEndpoint: aws.String(st.endpoint),
-		Credentials: credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)})
-	id, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-	if err != nil {
-		return fmt.Errorf("GetCallerIdentity with the credentials of podiam auth: %w\n%s", err, st.logs.String())
-	}
-	fmt.Printf("  AWS SDK         GetCallerIdentity signed with those credentials, the session EKS would name:\n"+
-		"                  %s\n", aws.ToString(id.Arn))
-	return nil
-}
-
-// waitAuditLine waits for podiam auth's audit line and returns it.
-func waitAuditLine(ctx context.Context, logs *testutil.SyncBuffer) (string, error) {
+// waitLogLine waits for the first line of who's JSON log whose message is
+// msg, and returns it.
+func waitLogLine(ctx context.Context, logs *testutil.SyncBuffer, msg, who string) (string, error) {
 	var line string
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		line = auditLine(logs.String())
+		line = logLine(logs.String(), msg)
 		return line != "", nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("no audit line in podiam auth's log:\n%s", logs.String())
+		return "", fmt.Errorf("no %q line in %s's log:\n%s", msg, who, logs.String())
 	}
 	return line, nil
 }
 
-// auditLine returns the first "issued credentials" line of a JSON log.
-func auditLine(logs string) string {
+// logLine returns the first line of a JSON log whose message is msg.
+func logLine(logs, msg string) string {
 	for _, line := range strings.Split(logs, "\n") {
 		var entry struct{ Msg string }
-		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "issued credentials" {
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == msg {
 			return line
 		}
 	}

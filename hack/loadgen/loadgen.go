@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/podiam/podiam/hack/internal/benchstat"
 )
 
 // Client names accepted by Config.Client / -client.
@@ -53,7 +55,7 @@ type Result struct {
 
 	Elapsed    time.Duration // from end of warmup to the last measured response
 	Throughput float64       // OK requests per second of Elapsed
-	Latency    LatencySummary
+	Latency    benchstat.Summary
 }
 
 // client is one worker's connection to the target.
@@ -275,6 +277,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if res.Elapsed > 0 {
 		res.Throughput = float64(res.OK) / res.Elapsed.Seconds()
 	}
-	res.Latency = summarize(samples)
+	res.Latency = benchstat.Summarize(samples)
 	return res, nil
 }

@@ -80,7 +80,7 @@ func checkOK(t *testing.T, res *Result) {
 			res.Failed(), res.TransportErrors, res.StatusErrors, res.BodyErrors, res.ErrorSamples)
 	}
 	l := res.Latency
-	if l.Count != res.OK || l.Min <= 0 || !(l.Min <= l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
+	if int64(l.Count) != res.OK || l.Min <= 0 || !(l.Min <= l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
 		t.Errorf("inconsistent latency summary %+v", l)
 	}
 	if res.Throughput <= 0 || res.Elapsed <= 0 {

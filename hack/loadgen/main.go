@@ -22,6 +22,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/podiam/podiam/hack/internal/benchstat"
 )
 
 func main() {
@@ -135,7 +137,7 @@ func checkThresholds(res *Result, minRPS float64, maxP99 time.Duration) (bool, [
 		reasons = append(reasons, fmt.Sprintf("throughput %.1f req/s < %.1f", res.Throughput, minRPS))
 	}
 	if maxP99 > 0 && res.Latency.P99 > maxP99 {
-		reasons = append(reasons, fmt.Sprintf("p99 %s > %s", fmtDur(res.Latency.P99), maxP99))
+		reasons = append(reasons, fmt.Sprintf("p99 %s > %s", benchstat.FormatDuration(res.Latency.P99), maxP99))
 	}
 	return len(reasons) == 0, reasons
 }

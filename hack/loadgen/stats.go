@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"time"
+
+	"github.com/podiam/podiam/hack/internal/benchstat"
 )
 
 // blockSize is the number of latency samples per recorder block. Samples are
@@ -50,81 +51,9 @@ func (r *recorder) appendTo(dst []int64) []int64 {
 	return dst
 }
 
-// percentile returns the p-th percentile (0 < p <= 100) of sorted using the
-// nearest-rank method: the smallest sample such that at least p% of all
-// samples are less than or equal to it. It is exact (no interpolation) and
-// always returns an observed sample. p is resolved to 1e-4 of a percent and
-// the rank is computed in integer arithmetic, so e.g. p99.9 of 1000 samples
-// is exactly the 999th sample, not the 1000th through float rounding.
-// It returns 0 for an empty slice.
-func percentile(sorted []int64, p float64) int64 {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	ppm := int64(math.Round(p * 10000)) // parts per million
-	if ppm <= 0 {
-		return sorted[0]
-	}
-	if ppm >= 1000000 {
-		return sorted[n-1]
-	}
-	rank := (ppm*int64(n) + 999999) / 1000000 // ceil(p/100 * n), 1-based
-	if rank < 1 {
-		rank = 1
-	}
-	return sorted[rank-1]
-}
-
-// LatencySummary is the latency distribution of successful requests.
-type LatencySummary struct {
-	Count int64
-	Min   time.Duration
-	Mean  time.Duration
-	P50   time.Duration
-	P90   time.Duration
-	P99   time.Duration
-	P999  time.Duration
-	Max   time.Duration
-}
-
-// summarize sorts samples in place and computes the summary.
-func summarize(samples []int64) LatencySummary {
-	if len(samples) == 0 {
-		return LatencySummary{}
-	}
-	slices.Sort(samples)
-	var sum float64
-	for _, s := range samples {
-		sum += float64(s)
-	}
-	return LatencySummary{
-		Count: int64(len(samples)),
-		Min:   time.Duration(samples[0]),
-		Mean:  time.Duration(sum / float64(len(samples))),
-		P50:   time.Duration(percentile(samples, 50)),
-		P90:   time.Duration(percentile(samples, 90)),
-		P99:   time.Duration(percentile(samples, 99)),
-		P999:  time.Duration(percentile(samples, 99.9)),
-		Max:   time.Duration(samples[len(samples)-1]),
-	}
-}
-
 // Failed reports whether any measured request failed.
 func (r *Result) Failed() int64 {
 	return r.TransportErrors + r.StatusErrors + r.BodyErrors
-}
-
-// fmtDur formats a latency with µs resolution (ms above 10ms).
-func fmtDur(d time.Duration) string {
-	switch {
-	case d >= 10*time.Millisecond:
-		return fmt.Sprintf("%.2fms", float64(d)/1e6)
-	case d >= time.Millisecond:
-		return fmt.Sprintf("%.3fms", float64(d)/1e6)
-	default:
-		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
-	}
 }
 
 // writeText prints a human-readable report.
@@ -140,7 +69,7 @@ func writeText(w io.Writer, r *Result) error {
 		r.Requests, r.OK, r.Failed(), r.TransportErrors, r.StatusErrors, r.BodyErrors, r.Reconnects,
 		r.Elapsed.Seconds(),
 		r.Throughput,
-		fmtDur(l.Min), fmtDur(l.Mean), fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
+		benchstat.FormatDuration(l.Min), benchstat.FormatDuration(l.Mean), benchstat.FormatDuration(l.P50), benchstat.FormatDuration(l.P90), benchstat.FormatDuration(l.P99), benchstat.FormatDuration(l.P999), benchstat.FormatDuration(l.Max))
 	if err != nil {
 		return err
 	}
@@ -215,7 +144,7 @@ func writeJSON(w io.Writer, r *Result, pass *bool, reasons []string) error {
 		ElapsedS:   r.Elapsed.Seconds(),
 		RPS:        math.Round(r.Throughput*10) / 10,
 		Latency: jsonLatency{
-			Count: l.Count, MinUS: us(l.Min), MeanUS: us(l.Mean), P50US: us(l.P50), P90US: us(l.P90),
+			Count: int64(l.Count), MinUS: us(l.Min), MeanUS: us(l.Mean), P50US: us(l.P50), P90US: us(l.P90),
 			P99US: us(l.P99), P999US: us(l.P999), MaxUS: us(l.Max),
 		},
 		Pass:        pass,

@@ -6,81 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podiam/podiam/hack/internal/benchstat"
 )
-
-func seq(n int) []int64 {
-	s := make([]int64, n)
-	for i := range s {
-		s[i] = int64(i + 1)
-	}
-	return s
-}
-
-func TestPercentile(t *testing.T) {
-	tests := []struct {
-		name string
-		data []int64 // sorted
-		p    float64
-		want int64
-	}{
-		{"empty", nil, 50, 0},
-		{"single p0", []int64{7}, 0, 7},
-		{"single p50", []int64{7}, 50, 7},
-		{"single p100", []int64{7}, 100, 7},
-		{"two p50", []int64{1, 2}, 50, 1},
-		{"two p51", []int64{1, 2}, 51, 2},
-		{"four p25", []int64{10, 20, 30, 40}, 25, 10},
-		{"four p75", []int64{10, 20, 30, 40}, 75, 30},
-		{"four p76", []int64{10, 20, 30, 40}, 76, 40},
-		{"ten p90", seq(10), 90, 9},
-		{"ten p99", seq(10), 99, 10},
-		{"100 p50", seq(100), 50, 50},
-		{"100 p99", seq(100), 99, 99},
-		{"100 p99.9", seq(100), 99.9, 100},
-		{"1000 p99", seq(1000), 99, 990},
-		// Float trap: 99.9/100*1000 is 999.0000000000001 in float64.
-		{"1000 p99.9", seq(1000), 99.9, 999},
-		{"1000 p90", seq(1000), 90, 900},
-		{"1000 p100", seq(1000), 100, 1000},
-		{"10000 p99.9", seq(10000), 99.9, 9990},
-		{"10000 p99.99", seq(10000), 99.99, 9999},
-		{"1001 p50", seq(1001), 50, 501},
-		{"above 100 clamps", seq(10), 150, 10},
-		{"negative clamps", seq(10), -1, 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := percentile(tt.data, tt.p); got != tt.want {
-				t.Errorf("percentile(n=%d, %v) = %d, want %d", len(tt.data), tt.p, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSummarize(t *testing.T) {
-	// Unsorted input: 1..1000 µs reversed.
-	samples := make([]int64, 1000)
-	for i := range samples {
-		samples[i] = int64(1000-i) * int64(time.Microsecond)
-	}
-	got := summarize(samples)
-	want := LatencySummary{
-		Count: 1000,
-		Min:   1 * time.Microsecond,
-		Mean:  500500 * time.Nanosecond,
-		P50:   500 * time.Microsecond,
-		P90:   900 * time.Microsecond,
-		P99:   990 * time.Microsecond,
-		P999:  999 * time.Microsecond,
-		Max:   1000 * time.Microsecond,
-	}
-	if got != want {
-		t.Errorf("summarize = %+v\nwant %+v", got, want)
-	}
-	if got := summarize(nil); got != (LatencySummary{}) {
-		t.Errorf("summarize(nil) = %+v, want zero", got)
-	}
-}
 
 func TestRecorderBlocks(t *testing.T) {
 	r := newRecorder(10) // one block pre-allocated, must grow past it
@@ -107,7 +35,7 @@ func TestOutputFormats(t *testing.T) {
 		URL: "https://127.0.0.1:8443/mutate", Client: ClientRaw, Concurrency: 4,
 		Warmup: time.Second, Duration: 10 * time.Second,
 		Requests: 100, OK: 98, StatusErrors: 2, Elapsed: time.Second, Throughput: 98,
-		Latency: LatencySummary{Count: 98, Min: 40 * time.Microsecond, P99: 1500 * time.Microsecond,
+		Latency: benchstat.Summary{Count: 98, Min: 40 * time.Microsecond, P99: 1500 * time.Microsecond,
 			P999: 1999500 * time.Nanosecond, Max: 12 * time.Millisecond},
 		ErrorSamples: []string{"status 500, want 200"},
 	}

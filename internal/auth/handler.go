@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -64,6 +65,7 @@ type handler struct {
 
 	mu        sync.Mutex
 	agentPods map[string]agentPod // by pod UID
+	agentGets singleflight.Group  // GETs of agent pods in flight
 }
 
 // agentPod is the answer of the check of an agent pod, as the caller's token
@@ -200,24 +202,44 @@ func (h *handler) checkAgentPod(ctx context.Context, c Caller) *eksauth.Error {
 		e := *p.refusal // each request gets its own copy
 		return &e
 	}
+	// Concurrent misses for one agent pod (a node's first burst) make one GET:
+	// the API server calls are what bounds podiam auth's throughput.
+	ch := h.agentGets.DoChan(c.PodUID+"/"+c.Namespace+"/"+c.PodName+"/"+c.NodeName, func() (any, error) {
+		// Detached: one caller giving up must not fail the others.
+		return h.lookUpAgentPod(context.WithoutCancel(ctx), c, now), nil
+	})
+	var refusal *eksauth.Error
+	select {
+	case r := <-ch:
+		refusal = r.Val.(*eksauth.Error)
+	case <-ctx.Done():
+		return eksauth.NewError(eksauth.CodeServiceUnavailable, "checking the agent pod %s/%s: %v", c.Namespace, c.PodName, ctx.Err())
+	}
+	if refusal == nil {
+		return nil
+	}
+	e := *refusal // each request gets its own copy
+	return &e
+}
+
+// lookUpAgentPod GETs the agent pod of c and returns the refusal (nil when
+// the pod exists with c's UID on c's node), remembering the answer unless the
+// API server failed.
+func (h *handler) lookUpAgentPod(ctx context.Context, c Caller, now time.Time) *eksauth.Error {
 	var refusal *eksauth.Error
 	obj, err := h.getPod(ctx, c.Namespace, c.PodName)
 	switch {
 	case apierrors.IsNotFound(err):
-		refusal = eksauth.NewError(eksauth.CodeAccessDenied, "caller token refused: the agent pod %s/%s no longer exists", c.Namespace, c.PodName)
+		refusal = callerRefused("the agent pod %s/%s no longer exists", c.Namespace, c.PodName)
 	case err != nil:
 		return eksauth.NewError(eksauth.CodeServiceUnavailable, "checking the agent pod %s/%s failed: %v", c.Namespace, c.PodName, err)
 	case string(obj.UID) != c.PodUID:
-		refusal = eksauth.NewError(eksauth.CodeAccessDenied, "caller token refused: the agent pod %s/%s no longer exists (another pod has its name)", c.Namespace, c.PodName)
+		refusal = callerRefused("the agent pod %s/%s no longer exists (another pod has its name)", c.Namespace, c.PodName)
 	case obj.Spec.NodeName != c.NodeName:
-		refusal = eksauth.NewError(eksauth.CodeAccessDenied, "caller token refused: the agent pod %s/%s runs on node %q, not on %q", c.Namespace, c.PodName, obj.Spec.NodeName, c.NodeName)
+		refusal = callerRefused("the agent pod %s/%s runs on node %q, not on %q", c.Namespace, c.PodName, obj.Spec.NodeName, c.NodeName)
 	}
 	h.remember(c, agentPod{namespace: c.Namespace, name: c.PodName, node: c.NodeName, expires: now.Add(agentPodTTL), refusal: refusal}, now)
-	if refusal == nil {
-		return nil
-	}
-	e := *refusal
-	return &e
+	return refusal
 }
 
 // remember caches the answer p of the check of c's agent pod, unless the

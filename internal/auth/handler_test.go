@@ -51,9 +51,12 @@ type htPods struct {
 	pods map[string]*corev1.Pod
 	err  map[string]error // a GET of this namespace/name fails so
 	gets map[string]int
+	// delay, when set, is how long each GET takes (concurrent callers overlap).
+	delay time.Duration
 }
 
 func (p *htPods) get(_ context.Context, namespace, name string) (*corev1.Pod, error) {
+	time.Sleep(p.delay)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := namespace + "/" + name
@@ -239,25 +242,25 @@ func TestHandler(t *testing.T) {
 		}, wantCode: eksauth.CodeResourceNotFound, wantStatus: 404, wantMsg: `cluster "other-cluster" is not served here`},
 		{name: "no caller token", req: func(t *testing.T) *http.Request {
 			return htRequest(htCluster, "", podToken(t))
-		}, wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "no Authorization header"},
+		}, wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "no Authorization header"},
 		{name: "caller token of another ServiceAccount", req: func(t *testing.T) *http.Request {
 			c := vtKubeClaims(vtAgentAud, vtPodNS, vtPodSA, vtPodName, vtPodUID, vtNode)
 			return htRequest(htCluster, "Bearer "+c.sign(t), podToken(t))
-		}, wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "not the agent's ServiceAccount"},
+		}, wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "not the agent's ServiceAccount"},
 		{name: "caller token not bound to a pod", req: func(t *testing.T) *http.Request {
 			c := vtAgentClaims()
 			delete(c.kube(), "pod")
 			return htRequest(htCluster, "Bearer "+c.sign(t), podToken(t))
-		}, wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "not bound to a pod"},
+		}, wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "not bound to a pod"},
 		{name: "pod token as caller token", req: func(t *testing.T) *http.Request {
 			return htRequest(htCluster, "Bearer "+podToken(t), podToken(t))
-		}, wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "audience"},
+		}, wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "audience"},
 		{name: "agent pod deleted", setup: func(e *htEnv) { e.pods.delete(vtAgentNS, vtAgentPod) },
-			wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "agent pod kube-system/podiam-agent-x7k2p no longer exists"},
+			wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "agent pod kube-system/podiam-agent-x7k2p no longer exists"},
 		{name: "agent pod replaced", setup: func(e *htEnv) { e.pods.put(vtAgentNS, vtAgentPod, "new-uid", vtNode, vtAgentSA) },
-			wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: "no longer exists"},
+			wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: "no longer exists"},
 		{name: "agent pod on another node", setup: func(e *htEnv) { e.pods.put(vtAgentNS, vtAgentPod, vtAgentUID, vtOtherNode, vtAgentSA) },
-			wantCode: eksauth.CodeAccessDenied, wantStatus: 400, wantMsg: `runs on node "node-2"`},
+			wantCode: eksauth.CodeAccessDenied, wantStatus: http.StatusForbidden, wantMsg: `runs on node "node-2"`},
 		{name: "API server down for the agent pod", setup: func(e *htEnv) { e.pods.err[vtAgentNS+"/"+vtAgentPod] = apiDown },
 			wantCode: eksauth.CodeServiceUnavailable, wantStatus: 503, wantMsg: "checking the agent pod"},
 		{name: "pod token for another audience", req: func(t *testing.T) *http.Request {
@@ -471,9 +474,9 @@ func TestHandlerAgentPodCache(t *testing.T) {
 		{"first request looks the agent up", func() {}, http.StatusOK, 1},
 		{"second within the TTL does not", func() { e.now = e.now.Add(agentPodTTL - time.Second) }, http.StatusOK, 1},
 		{"deleted, still cached", func() { e.pods.delete(vtAgentNS, vtAgentPod) }, http.StatusOK, 1},
-		{"the TTL passed: refused", func() { e.now = e.now.Add(time.Second) }, http.StatusBadRequest, 2},
-		{"the refusal is cached too", func() { e.now = e.now.Add(agentPodTTL - time.Second) }, http.StatusBadRequest, 2},
-		{"and asked again after the TTL", func() { e.now = e.now.Add(time.Second) }, http.StatusBadRequest, 3},
+		{"the TTL passed: refused", func() { e.now = e.now.Add(time.Second) }, http.StatusForbidden, 2},
+		{"the refusal is cached too", func() { e.now = e.now.Add(agentPodTTL - time.Second) }, http.StatusForbidden, 2},
+		{"and asked again after the TTL", func() { e.now = e.now.Add(time.Second) }, http.StatusForbidden, 3},
 	}
 	for _, s := range steps {
 		s.do()
@@ -484,6 +487,29 @@ func TestHandlerAgentPodCache(t *testing.T) {
 		if n := e.pods.count(vtAgentNS, vtAgentPod); n != s.wantGets {
 			t.Errorf("%s: %d GETs of the agent pod; want %d", s.name, n, s.wantGets)
 		}
+	}
+}
+
+// TestHandlerAgentPodMerged sends a node's first burst at once: the requests
+// share one GET of the agent pod instead of one each.
+func TestHandlerAgentPodMerged(t *testing.T) {
+	e := newHTEnv(t)
+	e.pods.delay = 50 * time.Millisecond
+	agent := "Bearer " + vtAgentClaims().sign(t)
+	pod := vtPodClaims().sign(t)
+	var wg sync.WaitGroup
+	codes := make([]int, 32)
+	for i := range codes {
+		wg.Go(func() { codes[i] = e.do(htRequest(htCluster, agent, pod)).Code })
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("request %d: status %d; want 200", i, c)
+		}
+	}
+	if n := e.pods.count(vtAgentNS, vtAgentPod); n != 1 {
+		t.Errorf("%d GETs of the agent pod for 32 concurrent requests; want 1", n)
 	}
 }
 
@@ -760,6 +786,9 @@ func FuzzHandler(f *testing.F) {
 				t.Fatalf("200 with %d issuances", len(e.creds.calls))
 			}
 		case w.Code != http.StatusOK && code != "" && eksauth.StatusFor(code) == w.Code:
+		case code == eksauth.CodeAccessDenied && w.Code == http.StatusForbidden &&
+			strings.Contains(w.Body.String(), "caller token refused"):
+			// A refusal of the caller's own token.
 		case code == eksauth.CodeInvalidRequest && w.Code >= 400 && w.Code < 500:
 			// DecodeRequest's own statuses: 413, 415.
 		default:

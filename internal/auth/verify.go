@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,14 +118,24 @@ func unavailable(reason string) *eksauth.Error {
 	return eksauth.NewError(eksauth.CodeServiceUnavailable, "the cluster's keys could not be fetched to verify the token: %s", reason)
 }
 
+// callerRefused is a refusal of the caller's own token: AccessDeniedException
+// sent with HTTP 403, as EKS Auth's signature layer refuses a caller, so that
+// the agent tells its own failure (every pod of its node affected) from a
+// refusal of a pod (HTTP 400).
+func callerRefused(format string, args ...any) *eksauth.Error {
+	e := eksauth.NewError(eksauth.CodeAccessDenied, "caller token refused: "+format, args...)
+	e.Status = http.StatusForbidden
+	return e
+}
+
 // Caller verifies the caller's Authorization header ("Bearer <token>", the
 // scheme case-insensitive): the token must be the agent ServiceAccount's,
 // with audience AgentAudience, bound to a pod and naming its node. Every
-// refusal is AccessDeniedException, but for keys that could not be fetched
-// (ServiceUnavailableException).
+// refusal is AccessDeniedException with HTTP 403 (callerRefused), but for
+// keys that could not be fetched (ServiceUnavailableException).
 func (v *Verifier) Caller(ctx context.Context, authorization string) (Caller, *eksauth.Error) {
 	deny := func(format string, args ...any) (Caller, *eksauth.Error) {
-		return Caller{}, eksauth.NewError(eksauth.CodeAccessDenied, "caller token refused: "+format, args...)
+		return Caller{}, callerRefused(format, args...)
 	}
 	if authorization == "" {
 		return deny("no Authorization header; send the agent's ServiceAccount token as \"Bearer <token>\"")

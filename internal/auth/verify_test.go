@@ -2,30 +2,24 @@ package auth
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-
 	"github.com/podiam/podiam/internal/eksauth"
 	"github.com/podiam/podiam/internal/jwks"
-	"github.com/podiam/podiam/internal/oidc"
+	"github.com/podiam/podiam/test/testutil/testjwt"
 )
 
 // The tokens of these tests are signed with ES256 by fixed keys, so that a
 // token written into the fuzz corpus verifies in every run and every fuzz
 // worker; the verifiers' clock is fixed for the same reason.
 var (
-	vtKey      = vtFixedKey("podiam auth test key")
-	vtOtherKey = vtFixedKey("another cluster's key")
+	vtKey      = testjwt.FixedKey("podiam auth test key")
+	vtOtherKey = testjwt.FixedKey("another cluster's key")
 	vtNow      = time.Unix(1_800_000_000, 0).UTC()
 )
 
@@ -45,47 +39,17 @@ const (
 	vtBadKidName = "no-such-kid"
 )
 
-// vtFixedKey derives a P-256 key from seed.
-func vtFixedKey(seed string) *ecdsa.PrivateKey {
-	d := sha256.Sum256([]byte(seed))
-	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
-
-// vtStaticJWKS serves a fixed JWKS document, or fails as an unreachable issuer.
-type vtStaticJWKS struct {
-	doc []byte
-	err error
-}
-
-func (s vtStaticJWKS) Fetch(context.Context) ([]byte, error) { return s.doc, s.err }
-
 // vtKeySet is a key set holding vtKey's public key, as kube-apiserver
 // publishes it (kid included).
 func vtKeySet(t testing.TB) *jwks.KeySet {
 	t.Helper()
-	set, err := oidc.NewJWKS([]crypto.PublicKey{vtKey.Public()}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := set.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return jwks.NewKeySet(vtStaticJWKS{doc: doc}, jwks.Options{Now: func() time.Time { return vtNow }})
+	return jwks.NewKeySet(testjwt.StaticJWKS{Doc: testjwt.JWKS(t, vtKey)}, jwks.Options{Now: func() time.Time { return vtNow }})
 }
 
 // vtKid is the kid of vtKey.
 func vtKid(t testing.TB) string {
 	t.Helper()
-	kid, err := oidc.KeyID(vtKey.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kid
+	return testjwt.KeyID(t, vtKey)
 }
 
 // vtVerifier is the Verifier `podiam auth` would build for the test cluster.
@@ -97,28 +61,31 @@ func vtVerifier(t testing.TB) *Verifier {
 	}
 }
 
-// claims are a token's claims, as kube-apiserver writes those of a token
+// vtVerifierWith is vtVerifier with keys as its key set, unless keys is nil.
+func vtVerifierWith(t testing.TB, keys KeyVerifier) *Verifier {
+	v := vtVerifier(t)
+	if keys != nil {
+		v.Keys = keys
+	}
+	return v
+}
+
+// vtUnreachableKeys is a key set whose issuer cannot be reached.
+func vtUnreachableKeys() KeyVerifier {
+	return jwks.NewKeySet(testjwt.StaticJWKS{Err: errors.New("connection refused")}, jwks.Options{})
+}
+
+// vtClaims are a token's claims, as kube-apiserver writes those of a token
 // bound to a pod.
 type vtClaims map[string]any
 
 // vtKubeClaims are the claims of a token of ServiceAccount ns/sa bound to pod
 // name (uid) on node, for audience aud.
 func vtKubeClaims(aud, ns, sa, pod, uid, node string) vtClaims {
-	return vtClaims{
-		"iss": vtIssuer,
-		"aud": []string{aud},
-		"sub": "system:serviceaccount:" + ns + ":" + sa,
-		"exp": vtNow.Add(time.Hour).Unix(),
-		"iat": vtNow.Add(-time.Minute).Unix(),
-		"nbf": vtNow.Add(-time.Minute).Unix(),
-		"jti": "jti-1",
-		"kubernetes.io": map[string]any{
-			"namespace":      ns,
-			"serviceaccount": map[string]any{"name": sa, "uid": "sa-uid"},
-			"pod":            map[string]any{"name": pod, "uid": uid},
-			"node":           map[string]any{"name": node, "uid": "node-uid"},
-		},
-	}
+	return testjwt.Pod{
+		Issuer: vtIssuer, Audience: aud, Namespace: ns, ServiceAccount: sa,
+		Name: pod, UID: uid, Node: node, Now: vtNow, JTI: "jti-1",
+	}.Claims()
 }
 
 // vtPodClaims are the claims of the test pod's token, on vtNode.
@@ -132,7 +99,7 @@ func vtAgentClaims() vtClaims {
 }
 
 // kube returns the kubernetes.io claim for editing.
-func (c vtClaims) kube() map[string]any { return c["kubernetes.io"].(map[string]any) }
+func (c vtClaims) kube() map[string]any { return testjwt.Kube(c) }
 
 // sign signs c with vtKey (ES256, vtKey's kid).
 func (c vtClaims) sign(t testing.TB) string {
@@ -143,40 +110,14 @@ func (c vtClaims) sign(t testing.TB) string {
 // vtSignES256 signs c with key under kid, as kube-apiserver does.
 func vtSignES256(t testing.TB, key *ecdsa.PrivateKey, kid string, c vtClaims) string {
 	t.Helper()
-	payload, err := json.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testjwt.Sign(t, key, kid, c)
 }
 
-// unsigned builds a token with the given header and c and a junk signature,
+// vtUnsigned builds a token with the given header and c and a junk signature,
 // for algorithms a verifier must refuse outright.
 func vtUnsigned(t testing.TB, header map[string]any, c vtClaims) string {
 	t.Helper()
-	h, err := json.Marshal(header)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := json.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := base64.RawURLEncoding.EncodeToString
-	return enc(h) + "." + enc(p) + "." + enc([]byte("not a signature"))
+	return testjwt.Compact(t, header, c, []byte("not a signature"))
 }
 
 // TestVerifierPod covers every answer to a pod token.
@@ -272,15 +213,12 @@ func TestVerifierPod(t *testing.T) {
 			return c.sign(t)
 		}, wantCode: eksauth.CodeInvalidToken, wantMsg: "names no node"},
 		{name: "keys unreachable", token: func(t *testing.T) string { return vtPodClaims().sign(t) },
-			keys:     jwks.NewKeySet(vtStaticJWKS{err: errors.New("connection refused")}, jwks.Options{}),
+			keys:     vtUnreachableKeys(),
 			wantCode: eksauth.CodeServiceUnavailable, wantMsg: "could not be fetched"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := vtVerifier(t)
-			if tt.keys != nil {
-				v.Keys = tt.keys
-			}
+			v := vtVerifierWith(t, tt.keys)
 			tok := tt.token(t)
 			pod, eerr := v.Pod(context.Background(), tok)
 			if tt.wantCode == "" {
@@ -302,7 +240,7 @@ func TestVerifierPod(t *testing.T) {
 	}
 }
 
-// vtCheckRefusal checks e's code and message, and that the message does not
+// vtCheckRefusal checks e's code, HTTP status and message, and that the message does not
 // hold the token.
 func vtCheckRefusal(t *testing.T, e *eksauth.Error, code, msg, tok string) {
 	t.Helper()
@@ -311,6 +249,15 @@ func vtCheckRefusal(t *testing.T, e *eksauth.Error, code, msg, tok string) {
 	}
 	if e.Code != code {
 		t.Errorf("code = %s (%s); want %s", e.Code, e.Message, code)
+	}
+	// A refusal of the caller's own token (AccessDeniedException here) is
+	// sent with 403, so that the agent tells it from a refusal of a pod (400).
+	wantStatus := eksauth.StatusFor(code)
+	if code == eksauth.CodeAccessDenied {
+		wantStatus = http.StatusForbidden
+	}
+	if e.HTTPStatus() != wantStatus {
+		t.Errorf("HTTP status %d; want %d", e.HTTPStatus(), wantStatus)
 	}
 	if !strings.Contains(e.Message, msg) {
 		t.Errorf("message %q does not contain %q", e.Message, msg)
@@ -372,15 +319,12 @@ func TestVerifierCaller(t *testing.T) {
 		{name: "no node", header: bearer(edit(func(c vtClaims) { c.kube()["node"] = map[string]any{"uid": "n"} })),
 			wantCode: eksauth.CodeAccessDenied, wantMsg: "names no node"},
 		{name: "keys unreachable", header: bearer(vtAgentClaims()),
-			keys:     jwks.NewKeySet(vtStaticJWKS{err: errors.New("connection refused")}, jwks.Options{}),
+			keys:     vtUnreachableKeys(),
 			wantCode: eksauth.CodeServiceUnavailable, wantMsg: "could not be fetched"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := vtVerifier(t)
-			if tt.keys != nil {
-				v.Keys = tt.keys
-			}
+			v := vtVerifierWith(t, tt.keys)
 			h := tt.header(t)
 			c, eerr := v.Caller(context.Background(), h)
 			if tt.wantCode == "" {

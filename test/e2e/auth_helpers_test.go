@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,6 +111,9 @@ type authFixture struct {
 	// authTLS trusts podiam auth's serving certificate; httpClient uses it.
 	authTLS    *tls.Config
 	httpClient *http.Client
+	// authCA is the PEM of the CA that authTLS trusts, for clients that
+	// read it from a file (an agent's --auth-ca-file).
+	authCA []byte
 	// kubeconfig is podiam auth's: the shipped RBAC's ServiceAccount token.
 	kubeconfig string
 
@@ -323,7 +327,7 @@ func (f *authFixture) startAuth(selfManaged bool, extra ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.authTLS = harness.TLSClientConfig(caPEM)
+		f.authTLS, f.authCA = harness.TLSClientConfig(caPEM), caPEM
 		args = append(args, "--tls-cert="+filepath.Join(f.dir, "tls.crt"), "--tls-key="+filepath.Join(f.dir, "tls.key"))
 	}
 	env := []string{
@@ -363,7 +367,8 @@ func (f *authFixture) startAuth(selfManaged bool, extra ...string) {
 	})
 	f.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", f.authMetricsPort), f.authProc, f.authLogs, "podiam auth")
 	if selfManaged {
-		f.authTLS = harness.TLSClientConfig(f.publishedCA())
+		f.authCA = f.publishedCA()
+		f.authTLS = harness.TLSClientConfig(f.authCA)
 	}
 	tr := &http.Transport{TLSClientConfig: f.authTLS}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -596,6 +601,14 @@ func jwtParts(t *testing.T, token string) (header, claims map[string]any) {
 		}
 	}
 	return header, claims
+}
+
+// withClaims returns a copy of claims with changes set in it (claims itself
+// is left alone), for tokens kube-apiserver would not issue.
+func withClaims(claims, changes map[string]any) map[string]any {
+	c := maps.Clone(claims)
+	maps.Copy(c, changes)
+	return c
 }
 
 // signJWT signs header and claims with key (RS256), as kube-apiserver does.

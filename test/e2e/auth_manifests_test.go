@@ -15,7 +15,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -27,9 +26,7 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podiam/podiam/internal/eksauth"
 	"github.com/podiam/podiam/test/harness"
@@ -52,33 +49,9 @@ const (
 func TestAuthManifests(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
 	// renderOverlay resolves deploy/overlays/<name>: this names deploy/auth.
 	objs := renderOverlay(t, "../auth")
-	kinds := map[string]int{}
-	for _, u := range objs {
-		kinds[u.GetKind()]++
-		gvk := u.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			if u.GetNamespace() != systemNamespace {
-				t.Errorf("%s %s: namespace %q, want %s", gvk.Kind, u.GetName(), u.GetNamespace(), systemNamespace)
-				continue
-			}
-			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
-		}
-		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
-			t.Errorf("server-side dry-run apply of %s %s/%s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
-		}
-	}
+	kinds := dryRunApply(t, ctx, objs, systemNamespace)
 	for _, k := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
 		"Role", "RoleBinding", "Deployment", "Service", "PodDisruptionBudget"} {
 		if kinds[k] == 0 {
@@ -126,6 +99,39 @@ func TestAuthManifests(t *testing.T) {
 	find(t, objs, "ServiceAccount", authSAName, &sa)
 }
 
+// dryRunApply applies every object to the API server with a server-side
+// dry run (an error for each one refused, or namespaced outside namespace),
+// and returns how many objects of each kind there are.
+func dryRunApply(t *testing.T, ctx context.Context, objs []*unstructured.Unstructured, namespace string) map[string]int {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
+	kinds := map[string]int{}
+	for _, u := range objs {
+		kinds[u.GetKind()]++
+		gvk := u.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			if u.GetNamespace() != namespace {
+				t.Errorf("%s %s: namespace %q, want %s", gvk.Kind, u.GetName(), u.GetNamespace(), namespace)
+				continue
+			}
+			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Errorf("server-side dry-run apply of %s %s/%s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	return kinds
+}
+
 // selects reports whether a non-empty selector matches labels.
 func selects(selector, labels map[string]string) bool {
 	if len(selector) == 0 {
@@ -153,18 +159,7 @@ func checkAuthDeployment(t *testing.T, dep *appsv1.Deployment) map[string]string
 	if len(spec.TopologySpreadConstraints) == 0 || spec.TopologySpreadConstraints[0].TopologyKey != "kubernetes.io/hostname" {
 		t.Errorf("topologySpreadConstraints %+v: want the replicas spread over nodes", spec.TopologySpreadConstraints)
 	}
-	if len(spec.Containers) != 1 {
-		t.Fatalf("%d containers, want 1", len(spec.Containers))
-	}
-	c := spec.Containers[0]
-	if len(c.Args) == 0 || c.Args[0] != "auth" {
-		t.Fatalf("args %q, want auth …", c.Args)
-	}
-	flags := map[string]string{}
-	for _, a := range c.Args[1:] {
-		name, value, _ := strings.Cut(a, "=")
-		flags[name] = value
-	}
+	c, flags := containerFlags(t, &spec, "auth")
 	for name, want := range map[string]string{
 		"--cert-mode": "self-managed", "--tls-secret": authTLSSecret, "--ca-configmap": authCAConfigMap,
 		"--service-name": "podiam-auth", "--namespace": "$(POD_NAMESPACE)",
@@ -195,6 +190,48 @@ func checkAuthDeployment(t *testing.T, dep *appsv1.Deployment) map[string]string
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %+v: want a CPU request and a memory limit", c.Resources)
 	}
+	checkHardened(t, &spec, &c)
+	// The kubelet kills the container after the grace period: it must cover
+	// the time podiam auth keeps serving and then drains.
+	checkShutdownGrace(t, &spec, flags, "5s", "20s") // the flags' defaults
+	// No region placeholder: a region nobody set must fail start-up
+	// ("no AWS region"), not send STS calls to a region picked for the example.
+	for _, e := range c.Env {
+		if e.Name == "AWS_REGION" || e.Name == "AWS_DEFAULT_REGION" {
+			t.Errorf("env %s=%q: the region comes from --cluster-arn, --region or IRSA, not a placeholder", e.Name, e.Value)
+		}
+	}
+	return flags
+}
+
+// containerFlags returns the pod's only container and the flags of its args
+// (--name=value, by name), which must run the podiam subcommand named by
+// command; a flag given twice is an error.
+func containerFlags(t *testing.T, spec *corev1.PodSpec, command ...string) (corev1.Container, map[string]string) {
+	t.Helper()
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if len(c.Args) < len(command) || !slices.Equal(c.Args[:len(command)], command) {
+		t.Fatalf("args %q, want %s …", c.Args, strings.Join(command, " "))
+	}
+	flags := map[string]string{}
+	for _, a := range c.Args[len(command):] {
+		name, value, _ := strings.Cut(a, "=")
+		if _, dup := flags[name]; dup {
+			t.Errorf("%s given twice in %q", name, c.Args)
+		}
+		flags[name] = value
+	}
+	return c, flags
+}
+
+// checkHardened checks the securityContext of a pod that needs no
+// capability: container c has a read-only root, no privilege escalation and
+// every capability dropped; the pod runs as non-root.
+func checkHardened(t *testing.T, spec *corev1.PodSpec, c *corev1.Container) {
+	t.Helper()
 	sc := c.SecurityContext
 	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
@@ -204,11 +241,15 @@ func checkAuthDeployment(t *testing.T, dep *appsv1.Deployment) map[string]string
 	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
 		t.Errorf("pod securityContext %+v: want runAsNonRoot", psc)
 	}
-	// The kubelet kills the container after the grace period: it must cover
-	// the time podiam auth keeps serving and then drains.
+}
+
+// checkShutdownGrace checks that the pod's termination grace period covers
+// --shutdown-delay + --shutdown-timeout as set in flags (delayDefault and
+// timeoutDefault when absent): the kubelet kills the container after it.
+func checkShutdownGrace(t *testing.T, spec *corev1.PodSpec, flags map[string]string, delayDefault, timeoutDefault string) {
+	t.Helper()
 	var shutdown time.Duration
-	for _, name := range []string{"--shutdown-delay", "--shutdown-timeout"} {
-		def := map[string]string{"--shutdown-delay": "5s", "--shutdown-timeout": "20s"}[name] // the flags' defaults
+	for name, def := range map[string]string{"--shutdown-delay": delayDefault, "--shutdown-timeout": timeoutDefault} {
 		v, ok := flags[name]
 		if !ok {
 			v = def
@@ -222,22 +263,22 @@ func checkAuthDeployment(t *testing.T, dep *appsv1.Deployment) map[string]string
 	if g := spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second < shutdown {
 		t.Errorf("terminationGracePeriodSeconds %v, want at least --shutdown-delay + --shutdown-timeout = %s", deref(g), shutdown)
 	}
-	// No region placeholder: a region nobody set must fail start-up
-	// ("no AWS region"), not send STS calls to a region picked for the example.
-	for _, e := range c.Env {
-		if e.Name == "AWS_REGION" || e.Name == "AWS_DEFAULT_REGION" {
-			t.Errorf("env %s=%q: the region comes from --cluster-arn, --region or IRSA, not a placeholder", e.Name, e.Value)
-		}
-	}
-	return flags
 }
 
-// shipAuthRBAC creates deploy/auth's ServiceAccount and RBAC for real, the
-// namespaced objects moved to ns and the cluster-scoped ones renamed after it
-// (so tests and runs do not share them; deleted when the test ends), and
-// returns a client and a kubeconfig that authenticate as that ServiceAccount
-// by a bearer token only.
+// shipAuthRBAC creates deploy/auth's ServiceAccount and RBAC for real (see
+// shipRBAC).
 func shipAuthRBAC(t *testing.T, ctx context.Context, ns string) (kubernetes.Interface, string) {
+	t.Helper()
+	return shipRBAC(t, ctx, "../auth", systemNamespace, authSAName, ns)
+}
+
+// shipRBAC creates the ServiceAccount saNS/saName and the RBAC of a rendered
+// deploy directory (renderOverlay's argument) for real, the namespaced
+// objects moved to ns and the cluster-scoped ones renamed after it (so tests
+// and runs do not share them; deleted when the test ends), and returns a
+// client and a kubeconfig that authenticate as that ServiceAccount by a
+// bearer token only.
+func shipRBAC(t *testing.T, ctx context.Context, dir, saNS, saName, ns string) (kubernetes.Interface, string) {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
 	if err != nil {
@@ -246,7 +287,7 @@ func shipAuthRBAC(t *testing.T, ctx context.Context, ns string) (kubernetes.Inte
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
 	suffix := "-" + ns
 	kinds := map[string]bool{"ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
-	for _, u := range renderOverlay(t, "../auth") {
+	for _, u := range renderOverlay(t, dir) {
 		kind := u.GetKind()
 		if !kinds[kind] {
 			continue
@@ -258,18 +299,7 @@ func shipAuthRBAC(t *testing.T, ctx context.Context, ns string) (kubernetes.Inte
 			u.SetNamespace(ns)
 		}
 		if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
-			subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
-			for _, s := range subjects {
-				if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" {
-					if m["name"] != authSAName || m["namespace"] != systemNamespace {
-						t.Fatalf("%s %s binds ServiceAccount %v/%v, want %s/%s", kind, u.GetName(), m["namespace"], m["name"], systemNamespace, authSAName)
-					}
-					m["namespace"] = ns
-				}
-			}
-			if err := unstructured.SetNestedSlice(u.Object, subjects, "subjects"); err != nil {
-				t.Fatal(err)
-			}
+			rebindServiceAccount(t, u, saNS, saName, ns)
 			// Our own ClusterRoles were renamed; the built-in ones keep theirs.
 			kind, _, _ := unstructured.NestedString(u.Object, "roleRef", "kind")
 			name, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
@@ -281,26 +311,8 @@ func shipAuthRBAC(t *testing.T, ctx context.Context, ns string) (kubernetes.Inte
 		}
 		createOrReplace(t, ctx, dyn, mapper, u)
 	}
-	tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, authSAName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest for %s/%s: %v", ns, authSAName, err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig-"+authSAName)
-	err = harness.WriteKubeconfig(kubeconfig, &rest.Config{Host: cluster.URL(), BearerToken: tr.Status.Token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: cluster.CACertPEM()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs, kubeconfig
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig-"+saName)
+	return writeTokenKubeconfig(t, ctx, ns, saName, kubeconfig), kubeconfig
 }
 
 // TestAuthShippedRBAC asks the API server, as deploy/auth's ServiceAccount,
@@ -469,8 +481,9 @@ func TestAuthStartsWithShippedManifests(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if got := resp.Header.Get("X-Amzn-Errortype"); resp.StatusCode != http.StatusBadRequest || got != eksauth.CodeAccessDenied {
-		t.Errorf("a request without the agent's token: %d %s %s, want 400 %s", resp.StatusCode, got, body, eksauth.CodeAccessDenied)
+	// A refusal of the caller itself is 403 (a refusal of a pod is 400).
+	if got := resp.Header.Get("X-Amzn-Errortype"); resp.StatusCode != http.StatusForbidden || got != eksauth.CodeAccessDenied {
+		t.Errorf("a request without the agent's token: %d %s %s, want 403 %s", resp.StatusCode, got, body, eksauth.CodeAccessDenied)
 	}
 	// A body declared over EKS Auth's limit is refused unread, in EKS Auth's
 	// format, so that the agent's SDK knows the error.

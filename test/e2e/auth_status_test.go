@@ -86,6 +86,14 @@ func startStatusWriter(t *testing.T, cfg *rest.Config, ns string, hold time.Dura
 func ownStatusCluster(t *testing.T, ctx context.Context) (*testcluster.Cluster, ctrlclient.Client) {
 	t.Helper()
 	own := testcluster.StartForTest(t, testcluster.Options{})
+	return own, installCRDOn(t, ctx, own)
+}
+
+// installCRDOn creates the PodIdentityAssociation CRD on own, waits
+// until it is established, and returns a client of own that knows the type
+// (installAssociationCRD does the same on the shared API server).
+func installCRDOn(t *testing.T, ctx context.Context, own *testcluster.Cluster) ctrlclient.Client {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(own.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +107,7 @@ func ownStatusCluster(t *testing.T, ctx context.Context) (*testcluster.Cluster, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return own, c
+	return c
 }
 
 // statusWrites returns how many status writes m counted, all results.
@@ -326,20 +334,7 @@ func TestAuthStatusWaitsForCRD(t *testing.T) {
 		t.Errorf("logged %d times that the CRD is missing in %d checks, want once:\n%s", n, checks.Load(), logs.String())
 	}
 
-	dyn, err := dynamic.NewForConfig(own.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	crd := readManifest(t, "deploy/crd/podiam.dev_podidentityassociations.yaml")
-	if _, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating the CRD: %v", err)
-	}
-	waitCRDEstablished(t, ctx, dyn, crd.GetName())
-	scheme := associationClient(t).Scheme()
-	c, err := ctrlclient.New(own.RESTConfig(), ctrlclient.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := installCRDOn(t, ctx, own)
 	newStatusAssociation(t, ctx, c, ns, "app", "app", "arn:aws:iam::111122223333:role/app")
 	waitAssociationStatus(t, ctx, c, ns, "app", map[string]statusCond{
 		v1alpha1.ConditionReady:    {metav1.ConditionUnknown, auth.ReasonPending, ""},

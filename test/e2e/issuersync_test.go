@@ -10,11 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/podiam/podiam/internal/oidc"
 )
@@ -26,33 +22,9 @@ import (
 func TestIssuerSyncManifest(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	dyn, err := dynamic.NewForConfig(cluster.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
 	// renderOverlay resolves deploy/overlays/<name>: this names deploy/issuer-sync.
 	objs := renderOverlay(t, "../issuer-sync")
-	kinds := map[string]int{}
-	for _, u := range objs {
-		kinds[u.GetKind()]++
-		gvk := u.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			if u.GetNamespace() != systemNamespace {
-				t.Errorf("%s %s: namespace %q, want %s", gvk.Kind, u.GetName(), u.GetNamespace(), systemNamespace)
-				continue
-			}
-			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
-		}
-		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
-			t.Errorf("server-side dry-run apply of %s %s/%s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
-		}
-	}
+	kinds := dryRunApply(t, ctx, objs, systemNamespace)
 	for k, n := range map[string]int{"ServiceAccount": 1, "ClusterRoleBinding": 1, "Deployment": 1} {
 		if kinds[k] != n {
 			t.Errorf("%d %s objects, want %d (kinds %v)", kinds[k], k, n, kinds)
@@ -95,18 +67,7 @@ func checkIssuerSyncDeployment(t *testing.T, dep *appsv1.Deployment) {
 	if _, skip := dep.Spec.Template.Labels[skipLabel]; skip {
 		t.Errorf("pods labelled %s: the webhook would not give them their IRSA credentials", skipLabel)
 	}
-	if len(spec.Containers) != 1 {
-		t.Fatalf("%d containers, want 1", len(spec.Containers))
-	}
-	c := spec.Containers[0]
-	if len(c.Args) < 2 || c.Args[0] != "oidc" || c.Args[1] != "publish" {
-		t.Fatalf("args %q, want oidc publish …", c.Args)
-	}
-	flags := map[string]string{}
-	for _, a := range c.Args[2:] {
-		name, value, _ := strings.Cut(a, "=")
-		flags[name] = value
-	}
+	c, flags := containerFlags(t, &spec, "oidc", "publish")
 	if d, err := time.ParseDuration(flags["--interval"]); err != nil || d <= 0 {
 		t.Errorf("--interval=%q, want a positive duration", flags["--interval"])
 	}
@@ -119,15 +80,7 @@ func checkIssuerSyncDeployment(t *testing.T, dep *appsv1.Deployment) {
 	if _, ok := flags["--allow-key-removal"]; ok {
 		t.Error("--allow-key-removal shipped on: a wrong cluster would silently drop published keys")
 	}
-	sc := c.SecurityContext
-	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
-		t.Errorf("container securityContext %+v: want read-only root, no privilege escalation, all capabilities dropped", sc)
-	}
-	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-		t.Errorf("pod securityContext %+v: want runAsNonRoot", psc)
-	}
+	checkHardened(t, &spec, &c)
 }
 
 // checkDiscoveryOnlyRole reads the bound ClusterRole from the API server

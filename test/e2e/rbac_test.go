@@ -112,18 +112,7 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 			u.SetNamespace(rbacSystemNS)
 		}
 		if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
-			subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
-			for _, s := range subjects {
-				if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" {
-					if m["name"] != saName || m["namespace"] != systemNamespace {
-						t.Fatalf("%s %s binds ServiceAccount %v/%v, want %s/%s", kind, u.GetName(), m["namespace"], m["name"], systemNamespace, saName)
-					}
-					m["namespace"] = rbacSystemNS
-				}
-			}
-			if err := unstructured.SetNestedSlice(u.Object, subjects, "subjects"); err != nil {
-				t.Fatal(err)
-			}
+			rebindServiceAccount(t, u, systemNamespace, saName, rbacSystemNS)
 		}
 		createOrReplace(t, ctx, dyn, mapper, u)
 		created[kind]++
@@ -150,29 +139,9 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	createOrReplace(t, ctx, dyn, mapper, cm)
 
 	// 2. A kubeconfig with nothing but a bearer token of the ServiceAccount.
-	tr, err := client.CoreV1().ServiceAccounts(rbacSystemNS).CreateToken(ctx, saName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest for %s/%s: %v", rbacSystemNS, saName, err)
-	}
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig-token")
-	err = harness.WriteKubeconfig(kubeconfig, &rest.Config{Host: cluster.URL(), BearerToken: tr.Status.Token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: cluster.CACertPEM()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(tokenCfg.CertData) != 0 || len(tokenCfg.KeyData) != 0 || tokenCfg.BearerToken == "" {
-		t.Fatal("the token kubeconfig must authenticate by bearer token only")
-	}
-	tokenClient, err := kubernetes.NewForConfig(tokenCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokenClient := writeTokenKubeconfig(t, ctx, rbacSystemNS, saName, kubeconfig)
 
 	// What the webhook does is allowed, and waiting for it covers the RBAC
 	// authorizer's propagation delay; neighbouring requests are denied.
@@ -313,6 +282,55 @@ func TestWebhookRunsWithShippedRBAC(t *testing.T) {
 	if msg := strings.ToLower(err.Error()); !strings.Contains(msg, "forbidden") || !strings.Contains(msg, "configmaps") {
 		t.Errorf("negative control: the webhook did not become ready, but did not log a forbidden ConfigMap request:\n%v", err)
 	}
+}
+
+// rebindServiceAccount moves the ServiceAccount subjects of binding u from
+// saNS/saName to namespace ns, and fails t if u binds another ServiceAccount:
+// a rendered binding must name the ServiceAccount it ships with.
+func rebindServiceAccount(t *testing.T, u *unstructured.Unstructured, saNS, saName, ns string) {
+	t.Helper()
+	subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
+	for _, s := range subjects {
+		if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" {
+			if m["name"] != saName || m["namespace"] != saNS {
+				t.Fatalf("%s %s binds ServiceAccount %v/%v, want %s/%s", u.GetKind(), u.GetName(), m["namespace"], m["name"], saNS, saName)
+			}
+			m["namespace"] = ns
+		}
+	}
+	if err := unstructured.SetNestedSlice(u.Object, subjects, "subjects"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeTokenKubeconfig writes, at path, a kubeconfig of the shared API
+// server that authenticates as ServiceAccount ns/saName by a bearer token (an
+// hour's TokenRequest token) and nothing else, and returns a client built
+// from that file.
+func writeTokenKubeconfig(t *testing.T, ctx context.Context, ns, saName, path string) kubernetes.Interface {
+	t.Helper()
+	tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, saName,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("TokenRequest for %s/%s: %v", ns, saName, err)
+	}
+	err = harness.WriteKubeconfig(path, &rest.Config{Host: cluster.URL(), BearerToken: tr.Status.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: cluster.CACertPEM()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.CertData) != 0 || len(cfg.KeyData) != 0 || cfg.BearerToken == "" {
+		t.Fatal("the token kubeconfig must authenticate by bearer token only")
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
 
 // createOrReplace creates u, or replaces the existing object of its name.

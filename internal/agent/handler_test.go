@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/podiam/podiam/internal/eksauth"
+)
+
+// TestHandlerAnswers covers every status the handler answers with.
+func TestHandlerAnswers(t *testing.T) {
+	tests := []struct {
+		name    string
+		edit    func(*Options)
+		backend error
+		method  string
+		path    string
+		token   func(t *testing.T) string
+		status  int
+		msg     string
+	}{
+		{name: "credentials", status: http.StatusOK},
+		{name: "no Authorization", token: func(*testing.T) string { return "" }, status: http.StatusBadRequest, msg: "no Authorization header"},
+		{name: "garbage token", token: func(*testing.T) string { return "garbage" }, status: http.StatusBadRequest, msg: "not a JWT"},
+		{name: "Bearer prefix is not a token", token: func(t *testing.T) string { return "Bearer " + testClaims().sign(t) }, status: http.StatusBadRequest, msg: "not a JWT"},
+		{name: "expired token", token: func(t *testing.T) string {
+			c := testClaims()
+			c["exp"] = testStart.Add(-time.Hour).Unix()
+			return c.sign(t)
+		}, status: http.StatusBadRequest, msg: "expired"},
+		{name: "other audience", token: func(t *testing.T) string {
+			c := testClaims()
+			c["aud"] = "sts.amazonaws.com"
+			return c.sign(t)
+		}, status: http.StatusForbidden, msg: "audience"},
+		{name: "other cluster", token: func(t *testing.T) string { return signWith(t, otherKey, testClaims()) }, status: http.StatusForbidden, msg: "signature"},
+		{name: "other node", token: func(t *testing.T) string { return podClaims(testPod, testUID, "node-2").sign(t) }, status: http.StatusForbidden, msg: "not this node"},
+		{name: "no association", backend: eksauth.NewError(eksauth.CodeResourceNotFound, "none"), status: http.StatusNotFound, msg: "no Pod Identity association matches service account shop/cart"},
+		{name: "backend refuses the token", backend: eksauth.NewError(eksauth.CodeInvalidToken, "pod not found"), status: http.StatusForbidden, msg: "pod not found"},
+		{name: "backend throttles", backend: eksauth.NewError(eksauth.CodeThrottling, "slow"), status: http.StatusServiceUnavailable, msg: "retry later"},
+		{name: "backend fails", backend: eksauth.NewError(eksauth.CodeInternalServer, "boom"), status: http.StatusInternalServerError, msg: "failed"},
+		{name: "rate limited", edit: func(o *Options) { o.PodRate, o.PodBurst = 0.001, 1 }, status: http.StatusTooManyRequests, msg: "too many requests from pod shop/cart-5d9f"},
+		{name: "wrong method", method: http.MethodPost, status: http.StatusMethodNotAllowed, msg: "use GET"},
+		{name: "wrong path", path: "/v1/other", status: http.StatusNotFound, msg: "not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.edit)
+			if tt.backend != nil {
+				e.backend.set(time.Hour, tt.backend)
+			}
+			tok := testClaims().sign(t)
+			if tt.token != nil {
+				tok = tt.token(t)
+			}
+			method, path := http.MethodGet, Path
+			if tt.method != "" {
+				method = tt.method
+			}
+			if tt.path != "" {
+				path = tt.path
+			}
+			if tt.status == http.StatusTooManyRequests {
+				// The first request takes the only token of the bucket.
+				if w := e.get(testListen, tok); w.Code != http.StatusOK {
+					t.Fatalf("first request: %d %s", w.Code, w.Body)
+				}
+			}
+			r := httptest.NewRequest(method, "http://"+testListen+path, nil)
+			if tok != "" {
+				r.Header.Set("Authorization", tok)
+			}
+			w := httptest.NewRecorder()
+			e.h.ServeHTTP(w, r)
+			if w.Code != tt.status {
+				t.Fatalf("status %d (%s), want %d", w.Code, w.Body, tt.status)
+			}
+			if got := testutil.ToFloat64(e.h.m.Requests.WithLabelValues(statusLabel(tt.status))); got != 1 {
+				t.Fatalf("requests_total{code=%d} = %v, want 1", tt.status, got)
+			}
+			if tt.status == http.StatusOK {
+				checkCredentials(t, w)
+				return
+			}
+			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+				t.Fatalf("error Content-Type %q, want text/plain", ct)
+			}
+			if !strings.Contains(w.Body.String(), tt.msg) {
+				t.Fatalf("body %q does not contain %q", w.Body, tt.msg)
+			}
+		})
+	}
+}
+
+// checkCredentials checks a SPEC §6 answer of the fake backend.
+func checkCredentials(t *testing.T, w *httptest.ResponseRecorder) {
+	t.Helper()
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatalf("body %s: %v", w.Body, err)
+	}
+	exp, err := time.Parse(time.RFC3339Nano, got["Expiration"])
+	if err != nil || !exp.Equal(testStart.Add(time.Hour)) {
+		t.Fatalf("Expiration %q (%v), want %v", got["Expiration"], err, testStart.Add(time.Hour))
+	}
+	if len(got) != 5 || !strings.HasPrefix(got["AccessKeyId"], "ASIA") || got["SecretAccessKey"] != testSecret ||
+		got["Token"] != testSession || got["AccountId"] != testAccount {
+		t.Fatalf("answer %v", got)
+	}
+}
+
+// TestHandlerHost checks that the Host header must name a listen address.
+func TestHandlerHost(t *testing.T) {
+	tests := []struct {
+		listen []string
+		host   string
+		ok     bool
+	}{
+		{[]string{testListen}, "169.254.170.23", true},
+		{[]string{testListen}, "169.254.170.23:80", true},
+		{[]string{testListen}, "169.254.170.23:8080", false},
+		{[]string{testListen}, "169.254.170.2", false},
+		{[]string{testListen}, "example.com", false},
+		{[]string{testListen}, "", false},
+		{[]string{testListenV6}, "[fd00:ec2::23]", true},
+		{[]string{testListenV6}, "[fd00:ec2::23]:80", true},
+		{[]string{testListenV6}, "[FD00:EC2:0::23]:80", true},
+		{[]string{testListenV6}, "[FD00:EC2::23]", true},
+		{[]string{testListenV6}, "fd00:ec2::23", false},
+		{[]string{testListenV6}, "[fd00:ec2::24]", false},
+		{[]string{testListenV6}, "169.254.170.23", false},
+		{[]string{"127.0.0.1:34567"}, "127.0.0.1:34567", true},
+		{[]string{"127.0.0.1:34567"}, "127.0.0.1", false},
+		{[]string{"127.0.0.1:34567"}, "localhost:34567", false},
+		{[]string{"[::1]:34567"}, "[::1]:34567", true},
+		{[]string{"localhost:80"}, "LocalHost", true},
+		{[]string{"[::ffff:127.0.0.1]:80"}, "127.0.0.1", true},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.listen, ",")+"/"+tt.host, func(t *testing.T) {
+			e := newEnv(t, func(o *Options) { o.ListenAddrs = tt.listen })
+			w := e.get(tt.host, testClaims().sign(t))
+			if ok := w.Code == http.StatusOK; ok != tt.ok {
+				t.Fatalf("status %d (%s), want ok=%v", w.Code, w.Body, tt.ok)
+			}
+			if !tt.ok && (w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "Host")) {
+				t.Fatalf("status %d (%s), want 403 naming the Host", w.Code, w.Body)
+			}
+		})
+	}
+}
+
+// TestHandlerCachedPath checks that repeated requests of a pod, with its
+// token rotated, cost one signature check per token and one backend call.
+func TestHandlerCachedPath(t *testing.T) {
+	e := newEnv(t, nil)
+	tok1 := testClaims().sign(t)
+	c := testClaims()
+	c["jti"] = "rotated"
+	tok2 := c.sign(t)
+	for _, tok := range []string{tok1, tok1, tok1, tok2, tok2} {
+		if w := e.get(testListen, tok); w.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	if n := e.keys.n.Load(); n != 2 {
+		t.Fatalf("%d signature checks, want 2 (one per token)", n)
+	}
+	if n := e.backend.calls.Load(); n != 1 {
+		t.Fatalf("%d backend calls, want 1 (one per pod)", n)
+	}
+}
+
+// TestHandlerDeletedPod checks that once a pod is forgotten (deleted), its
+// tokens, still valid, are refused without a backend call, new tokens of it
+// included, and that the pod is remembered for a day at most.
+func TestHandlerDeletedPod(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.PodRate, o.PodBurst = 1, 1 })
+	tok := testClaims().sign(t)
+	if w := e.get(testListen, tok); w.Code != http.StatusOK {
+		t.Fatalf("before: %d %s", w.Code, w.Body)
+	}
+	e.h.Forget(testUID)
+	c := testClaims()
+	c["jti"] = "another"
+	for i, tk := range []string{tok, tok, c.sign(t)} {
+		if w := e.get(testListen, tk); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "pod shop/cart-5d9f was deleted") {
+			t.Fatalf("request %d after deletion: %d %s, want 403 saying the pod was deleted", i, w.Code, w.Body)
+		}
+	}
+	if n := e.backend.calls.Load(); n != 1 {
+		t.Fatalf("%d backend calls, want 1 (none after the deletion)", n)
+	}
+	e.clock.advance(tombstoneTTL)
+	if !e.h.creds.deleted(testUID) {
+		t.Fatal("forgotten within a day")
+	}
+	e.clock.advance(time.Second)
+	if e.h.creds.deleted(testUID) {
+		t.Fatal("remembered more than a day")
+	}
+}
+
+// TestHandlerLogsNoSecrets runs requests that succeed and fail and checks
+// that no token or credential reaches the logs, while issuance is logged.
+func TestHandlerLogsNoSecrets(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := testClaims().sign(t)
+	expired := testClaims()
+	expired["exp"] = testStart.Add(-time.Hour).Unix()
+	expTok := expired.sign(t)
+	e.get(testListen, tok)
+	e.get(testListen, tok)
+	e.get(testListen, expTok)
+	e.get("evil.example", tok)
+	e.backend.set(time.Hour, eksauth.NewError(eksauth.CodeServiceUnavailable, "down"))
+	e.clock.advance(50 * time.Minute)
+	e.get(testListen, tok) // cached credentials served, the renewal fails: Warn
+	e.awaitRenewal()
+	e.clock.advance(time.Hour)
+	e.get(testListen, podClaims(testPod, testUID, testNode).sign(t)) // expired token now: 400
+	logs := e.logs.String()
+	for _, secret := range []string{tok, tok[len(tok)-43:], expTok[len(expTok)-43:], testSecret, testSession} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("logs hold a secret %q:\n%s", secret[:10], logs)
+		}
+	}
+	for _, want := range []string{"credentials issued", "associationId=a-1234", "pod=" + testPod, "serviceAccount=" + testSA,
+		"credentials served from cache", "the cached credentials are served while still valid"} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("logs lack %q:\n%s", want, logs)
+		}
+	}
+}
+
+// discardWriter is a ResponseWriter that keeps only the status, reused
+// across requests so that the benchmark measures the handler alone.
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+// BenchmarkHandlerCached measures a request answered from both caches (token
+// and credentials), the path every SDK refresh takes: run it with -cpu 1.
+func BenchmarkHandlerCached(b *testing.B) {
+	// Info, as `podiam agent` logs by default: a hit is logged at Debug.
+	e := newEnv(b, func(o *Options) {
+		o.PodRate, o.PodBurst = DefaultPodRate*1e6, DefaultPodBurst
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	})
+	r := httptest.NewRequest(http.MethodGet, "http://"+testListen+Path, nil)
+	r.Header.Set("Authorization", testClaims().sign(b))
+	w := &discardWriter{h: http.Header{}}
+	e.h.ServeHTTP(w, r)
+	if w.code != 0 && w.code != http.StatusOK {
+		b.Fatalf("status %d", w.code)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.code = 0
+		// The test clock moves a microsecond a request, so that the pod's
+		// bucket refills (1 µs × b.N stays far inside the token's hour).
+		e.clock.advance(time.Microsecond)
+		e.h.ServeHTTP(w, r)
+	}
+	if w.code != 0 {
+		b.Fatalf("status %d", w.code)
+	}
+}
+
+// FuzzHandler sends arbitrary Host and Authorization headers: the handler
+// must answer with one of its statuses, never panic, and return credentials
+// only for a valid token of this node on a listen address. Seeds are in
+// testdata/fuzz/FuzzHandler (among them a valid token of the test cluster,
+// whose keys and clock are fixed).
+func FuzzHandler(f *testing.F) {
+	valid := testClaims().sign(f)
+	expired := testClaims()
+	expired["exp"] = testStart.Add(-time.Hour).Unix()
+	f.Add(testListen, valid)
+	f.Add("[fd00:ec2::23]", valid)
+	f.Add("169.254.170.23", expired.sign(f))
+	f.Add("evil.example", valid)
+	f.Add("169.254.170.23", "")
+	f.Add("169.254.170.23", "e30.e30.")
+	e := newEnv(f, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil)) })
+	statuses := map[int]bool{200: true, 400: true, 403: true, 404: true, 429: true, 500: true, 503: true}
+	f.Fuzz(func(t *testing.T, host, auth string) {
+		r := httptest.NewRequest(http.MethodGet, Path, nil)
+		r.Host = host
+		r.Header["Authorization"] = []string{auth}
+		w := httptest.NewRecorder()
+		e.h.ServeHTTP(w, r)
+		if !statuses[w.Code] {
+			t.Fatalf("status %d", w.Code)
+		}
+		if w.Code != http.StatusOK {
+			return
+		}
+		if !e.h.hostAllowed(host) || !strings.HasPrefix(auth, "ey") {
+			t.Fatalf("credentials for Host %q and Authorization %q", host, auth)
+		}
+		var got map[string]string
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got["AccessKeyId"] == "" {
+			t.Fatalf("answer %s: %v", w.Body, err)
+		}
+	})
+}

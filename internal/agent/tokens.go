@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/time/rate"
+
+	"github.com/podiam/podiam/internal/eksauth"
+	"github.com/podiam/podiam/internal/jwks"
+)
+
+// serviceAccountPrefix starts the subject of every ServiceAccount token.
+const serviceAccountPrefix = "system:serviceaccount:"
+
+// podToken is what a verified token says about its pod. It holds no part of
+// the token and is never modified once cached.
+type podToken struct {
+	Namespace, ServiceAccount, PodName, PodUID string
+	// Expiry is the token's exp: the facts are cached until then at most.
+	Expiry time.Time
+}
+
+// refusal is why a request is refused: the HTTP status and a plain-text
+// message for the caller, which never holds a token or a credential.
+type refusal struct {
+	Status  int
+	Message string
+}
+
+func (r *refusal) Error() string { return strconv.Itoa(r.Status) + ": " + r.Message }
+
+func refuse(status int, format string, args ...any) *refusal {
+	return &refusal{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+// Token verification bounds.
+const (
+	// maxTokenCacheAge bounds how long a verified token is trusted without
+	// being verified again, whatever its exp: the cluster's keys may have
+	// been rotated (a key withdrawn for a leak) since it was checked.
+	maxTokenCacheAge = 10 * time.Minute
+	// verifyRate and verifyBurst limit the signature checks of the whole
+	// node (token-cache misses) per second. A node's pods present a few new
+	// tokens an hour each (kubelet rotates them), so legitimate misses stay
+	// far below; a flood of forged tokens (right issuer and audience, known
+	// kid) is cut at the cost of a few milliseconds of CPU per second, with
+	// 429 answers (the SDKs retry). The burst covers every pod of a full
+	// node asking at once after an agent restart (at 100, a node of 250 pods
+	// had about half of them answered 429 first: docs/benchmarks.md).
+	verifyRate  = 500
+	verifyBurst = 500
+)
+
+// tokenChecker checks pod tokens locally and remembers the facts of those it
+// verified by the SHA-256 of the token, until the token expires or for
+// maxTokenCacheAge, whichever comes first. Safe for concurrent use.
+type tokenChecker struct {
+	keys   KeyVerifier
+	issuer string
+	node   string
+	leeway time.Duration
+	now    func() time.Time
+	m      *Metrics
+	// verifies limits token-cache misses, node-wide.
+	verifies *rate.Limiter
+
+	mu    sync.Mutex
+	cache *lru[[sha256.Size]byte, cachedToken]
+}
+
+// cachedToken is a verified token's facts and until when they are trusted.
+type cachedToken struct {
+	pt    *podToken
+	until time.Time
+}
+
+func newTokenChecker(o *Options) *tokenChecker {
+	size := o.TokenCacheSize
+	if size == 0 {
+		size = DefaultTokenCacheSize
+	}
+	return &tokenChecker{
+		keys: o.Keys, issuer: o.Issuer, node: o.NodeName, leeway: o.Leeway, now: o.Now, m: o.Metrics,
+		verifies: rate.NewLimiter(verifyRate, verifyBurst),
+		cache:    newLRU[[sha256.Size]byte, cachedToken](size),
+	}
+}
+
+// check returns the facts of a valid pod token: from the cache when this very
+// token was verified before and its cache time has not passed, else by
+// verifying it. A refusal is 400 for a token that is unparsable or expired,
+// 403 for one that is not for this cluster, audience or node, 429 when the
+// node verifies too many new tokens, 503 when the cluster's keys could not be
+// fetched.
+func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *refusal) {
+	// The token is hashed in place: a copy would cost an allocation per
+	// request, and Sum256 only reads it.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+	now := c.now()
+	c.mu.Lock()
+	ct, ok := c.cache.get(sum)
+	if ok && !now.Before(ct.until) {
+		c.cache.remove(sum)
+		ok = false
+	}
+	c.mu.Unlock()
+	if ok {
+		return ct.pt, nil
+	}
+	if !c.verifies.AllowN(now, 1) {
+		return nil, refuse(http.StatusTooManyRequests, "too many new tokens to verify on this node; retry later")
+	}
+	pt, r := c.verify(ctx, token, now)
+	if r != nil {
+		return nil, r
+	}
+	until := pt.Expiry
+	if limit := now.Add(maxTokenCacheAge); limit.Before(until) {
+		until = limit
+	}
+	if now.Before(until) {
+		c.mu.Lock()
+		c.cache.put(sum, cachedToken{pt: pt, until: until})
+		n := c.cache.len()
+		c.mu.Unlock()
+		c.m.tokensCached(n)
+	}
+	return pt, nil
+}
+
+// verify checks the token: issuer and audience first (a token of another
+// cluster must not make the key set refetch for its unknown kid), then the
+// signature, the times, and the pod and node it is bound to.
+func (c *tokenChecker) verify(ctx context.Context, token string, now time.Time) (*podToken, *refusal) {
+	t, err := jwks.Parse(token)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "the token in the Authorization header is not a JWT: %v", err)
+	}
+	cl := &t.Claims
+	if cl.Issuer != c.issuer {
+		return nil, refuse(http.StatusForbidden, "the token's issuer %s is not this cluster's (%s)", quote(cl.Issuer), quote(c.issuer))
+	}
+	if !slices.Contains(cl.Audience, eksauth.Audience) {
+		return nil, refuse(http.StatusForbidden, "the token's audience does not include %s; project the token with that audience", eksauth.Audience)
+	}
+	if err := c.keys.Verify(ctx, t); err != nil {
+		if errors.Is(err, jwks.ErrFetch) {
+			return nil, refuse(http.StatusServiceUnavailable, "the cluster's keys could not be fetched to verify the token: %v", err)
+		}
+		return nil, refuse(http.StatusForbidden, "the token's signature is not the cluster's: %v", err)
+	}
+	if err := cl.CheckTime(now, c.leeway); err != nil {
+		return nil, refuse(http.StatusBadRequest, "%v", err)
+	}
+	k := cl.Kubernetes
+	if k == nil || k.Namespace == "" || k.ServiceAccount == nil || k.ServiceAccount.Name == "" {
+		return nil, refuse(http.StatusForbidden, "the token is not a ServiceAccount token (no kubernetes.io namespace and serviceaccount)")
+	}
+	if want := serviceAccountPrefix + k.Namespace + ":" + k.ServiceAccount.Name; cl.Subject != want {
+		return nil, refuse(http.StatusForbidden, "the token's subject %s does not match its kubernetes.io claim", quote(cl.Subject))
+	}
+	if k.Pod == nil || k.Pod.Name == "" || k.Pod.UID == "" {
+		return nil, refuse(http.StatusForbidden, "the token is not bound to a pod; use a projected ServiceAccount token")
+	}
+	if k.Node == nil || k.Node.Name != c.node {
+		node := ""
+		if k.Node != nil {
+			node = k.Node.Name
+		}
+		return nil, refuse(http.StatusForbidden, "the token names node %s, not this node (%s)", quote(node), quote(c.node))
+	}
+	// Strings are cloned: those of a parsed token share one buffer with the
+	// whole token, which a cached podToken would otherwise keep alive.
+	return &podToken{
+		Namespace:      strings.Clone(k.Namespace),
+		ServiceAccount: strings.Clone(k.ServiceAccount.Name),
+		PodName:        strings.Clone(k.Pod.Name),
+		PodUID:         strings.Clone(k.Pod.UID),
+		Expiry:         *cl.Expiry, // CheckTime refuses a token without exp
+	}, nil
+}
+
+// forget drops the cached facts of every token of the pod.
+func (c *tokenChecker) forget(podUID string) {
+	c.mu.Lock()
+	c.cache.removeIf(func(ct cachedToken) bool { return ct.pt.PodUID == podUID })
+	n := c.cache.len()
+	c.mu.Unlock()
+	c.m.tokensCached(n)
+}
+
+// quote quotes a value taken from a token for a message, cut so that a
+// hostile token cannot make messages and logs large.
+func quote(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strconv.Quote(s)
+}
