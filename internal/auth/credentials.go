@@ -178,6 +178,8 @@ type refusal struct {
 	expires time.Time
 }
 
+func (r refusal) expiry() time.Time { return r.expires }
+
 // cacheEntry is one cached issuance.
 type cacheEntry struct {
 	key    string
@@ -342,20 +344,10 @@ func (c *STSCredentials) refused(spec string) (*eksauth.Error, bool) {
 // map grow.
 func (c *STSCredentials) refuse(spec string, err *eksauth.Error) {
 	now := c.o.Now()
+	e := *err
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.refusals) >= maxRefusals {
-		for k, r := range c.refusals {
-			if !now.Before(r.expires) {
-				delete(c.refusals, k)
-			}
-		}
-		if len(c.refusals) >= maxRefusals {
-			return
-		}
-	}
-	e := *err
-	c.refusals[spec] = refusal{err: &e, expires: now.Add(refusalTTL)}
+	putBounded(c.refusals, spec, refusal{err: &e, expires: now.Add(refusalTTL)}, maxRefusals, now)
 }
 
 // servable reports whether credentials expiring at exp may still be served at now.

@@ -77,6 +77,8 @@ type agentPod struct {
 	refusal               *eksauth.Error
 }
 
+func (p agentPod) expiry() time.Time { return p.expires }
+
 // NewHandler returns the http.Handler of POST
 // /clusters/{name}/assume-role-for-pod-identity. It panics if a required
 // option is missing: that is a wiring mistake, not a runtime condition.
@@ -248,17 +250,7 @@ func (h *handler) lookUpAgentPod(ctx context.Context, c Caller, now time.Time) *
 func (h *handler) remember(c Caller, p agentPod, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.agentPods) >= agentPodCacheMax {
-		for uid, p := range h.agentPods {
-			if !now.Before(p.expires) {
-				delete(h.agentPods, uid)
-			}
-		}
-		if len(h.agentPods) >= agentPodCacheMax {
-			return
-		}
-	}
-	h.agentPods[c.PodUID] = p
+	putBounded(h.agentPods, c.PodUID, p, agentPodCacheMax, now)
 }
 
 // checkPod makes sure the pod the token is bound to still exists, with the
