@@ -700,24 +700,7 @@ func serveAgent(ctx context.Context, s agentServer) error {
 	var draining atomic.Bool
 	if s.ProbeListener != nil {
 		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if draining.Load() {
-				http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
-				return
-			}
-			var waiting []string
-			for _, c := range s.Checks {
-				if !c.Ready() {
-					waiting = append(waiting, c.Name)
-				}
-			}
-			if len(waiting) > 0 {
-				http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
+		webhook.HandleHealth(mux, s.Checks, &draining)
 		all = append(all, served{newServer(mux), s.ProbeListener})
 	}
 	if s.MetricsListener != nil {

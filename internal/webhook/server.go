@@ -123,16 +123,22 @@ func (s *Server) MetricsRoutes() http.Handler {
 }
 
 func (s *Server) health(mux *http.ServeMux) {
+	HandleHealth(mux, s.Checks, &s.draining)
+}
+
+// HandleHealth serves /healthz (always ok) and /readyz on mux: 503 naming
+// the checks not ready yet, or "shutting down" once draining is set.
+func HandleHealth(mux *http.ServeMux, checks []ReadyCheck, draining *atomic.Bool) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.draining.Load() {
+		if draining.Load() {
 			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
 			return
 		}
 		var waiting []string
-		for _, c := range s.Checks {
+		for _, c := range checks {
 			if !c.Ready() {
 				waiting = append(waiting, c.Name)
 			}
