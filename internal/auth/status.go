@@ -64,6 +64,13 @@ const (
 	statusFieldManager = "podiam-auth"
 	// serviceAccountIndex indexes associations by "namespace/serviceAccount".
 	serviceAccountIndex = "serviceAccount"
+	// externalIDContests is how many times, within externalIDContestWindow,
+	// a writer replaces another writer's status.externalId of one
+	// association before it yields for externalIDYield (see
+	// StatusWriter.settleExternalID).
+	externalIDContests      = 3
+	externalIDContestWindow = time.Minute
+	externalIDYield         = 5 * time.Minute
 )
 
 // Outcome is the result of an STS call made for an association, as a
@@ -265,6 +272,18 @@ type StatusWriter struct {
 	// readyChanged holds, by "namespace/name", when this writer last changed
 	// an association's Ready to an outcome, for ReadyHold.
 	readyChanged map[string]readyChange
+	// contests holds, by "namespace/name", this writer's recent replacements
+	// of another writer's status.externalId (settleExternalID).
+	contests map[string]externalIDContest
+}
+
+// externalIDContest is a writer's record of replacing status.externalId
+// values it did not compute, for one association.
+type externalIDContest struct {
+	// times are the recent replacements, oldest first.
+	times []time.Time
+	// yieldUntil is when the writer stops keeping the stored value.
+	yieldUntil time.Time
 }
 
 // readyChange is when a writer changed Ready, for which generation.
@@ -288,7 +307,7 @@ func NewStatusWriter(o StatusOptions) *StatusWriter {
 	w := &StatusWriter{client: o.Client, disc: o.Discovery, cluster: o.Cluster, ns: o.Namespace, metrics: o.Metrics,
 		log: o.Logger, resync: o.ResyncPeriod, interval: o.CheckInterval, delay: o.ReportDelay, hold: o.ReadyHold,
 		kick: make(chan struct{}, 1), outcomes: map[string]pendingOutcome{}, reported: map[string]pendingOutcome{},
-		readyChanged: map[string]readyChange{}}
+		readyChanged: map[string]readyChange{}, contests: map[string]externalIDContest{}}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -464,6 +483,7 @@ func (w *StatusWriter) deactivate() {
 	w.mu.Lock()
 	clear(w.outcomes)
 	clear(w.readyChanged)
+	clear(w.contests)
 	w.mu.Unlock()
 }
 
@@ -540,6 +560,7 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 		w.forgetOutcome(key, 0)
 		w.mu.Lock()
 		delete(w.readyChanged, key)
+		delete(w.contests, key)
 		w.mu.Unlock()
 		return nil
 	}
@@ -564,6 +585,7 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 		}
 		var desired v1alpha1.PodIdentityAssociationStatus
 		desired, held = holdReady(pia.Status, DesiredStatus(in), pia.Generation, w.lastReadyChange(key, pia.Generation), in.Now, w.hold)
+		desired.ExternalID = w.settleExternalID(key, pia.Status.ExternalID, desired.ExternalID, in.Now)
 		if apiequality.Semantic.DeepEqual(desired, pia.Status) {
 			return nil
 		}
@@ -604,6 +626,58 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 		w.forgetOutcome(key, pending.seq)
 	}
 	return nil
+}
+
+// settleExternalID returns the status.externalId to write for association
+// key, where stored is the one stored and ours the one this writer computes.
+//
+// Replicas that agree on the cluster compute the same external id. Replicas
+// that do not (a --cluster-name or --cluster-arn changed in a rolling
+// update, or set differently by mistake) would each replace the other's
+// value as soon as they saw it, without end. So a writer replaces a value it
+// did not compute at most externalIDContests times within
+// externalIDContestWindow; then it keeps the stored value for
+// externalIDYield, logging why, and tries again after. Every writer yields
+// in turn, so the association is written a few times per externalIDYield
+// instead of continually, and a rolling update still ends with the new
+// replicas' value.
+func (w *StatusWriter) settleExternalID(key, stored, ours string, now time.Time) string {
+	if stored == "" || stored == ours {
+		return ours
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, yielding, started := contestExternalID(w.contests[key], now)
+	w.contests[key] = c
+	if !yielding {
+		return ours
+	}
+	if started {
+		w.log.Error("another writer keeps setting status.externalId to another value: every podiam auth replica must be "+
+			"started with the same --cluster-name and --cluster-arn; keeping the stored value for now",
+			"association", key, "stored", stored, "ours", ours, "retryIn", externalIDYield)
+	}
+	return stored
+}
+
+// contestExternalID records, in c, a wish at now to replace another
+// writer's external id and reports whether the writer yields instead (see
+// settleExternalID), and whether it starts to yield with this wish. It is
+// pure.
+func contestExternalID(c externalIDContest, now time.Time) (_ externalIDContest, yield, started bool) {
+	if now.Before(c.yieldUntil) {
+		return c, true, false
+	}
+	recent := make([]time.Time, 0, externalIDContests)
+	for _, t := range c.times {
+		if now.Sub(t) < externalIDContestWindow {
+			recent = append(recent, t)
+		}
+	}
+	if len(recent) >= externalIDContests {
+		return externalIDContest{yieldUntil: now.Add(externalIDYield)}, true, true
+	}
+	return externalIDContest{times: append(recent, now)}, false, false
 }
 
 // lastReadyChange returns when this writer last changed the Ready of

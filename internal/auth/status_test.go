@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -320,4 +321,43 @@ func TestHoldReady(t *testing.T) {
 func statusJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+func TestContestExternalID(t *testing.T) {
+	now := time.Date(2026, 1, 2, 4, 0, 0, 0, time.UTC)
+	at := func(ds ...time.Duration) []time.Time {
+		var ts []time.Time
+		for _, d := range ds {
+			ts = append(ts, now.Add(-d))
+		}
+		return ts
+	}
+	tests := []struct {
+		name        string
+		c           externalIDContest
+		wantYield   bool
+		wantStarted bool
+		want        externalIDContest
+	}{
+		{name: "first replacement", want: externalIDContest{times: []time.Time{now}}},
+		{name: "third within the window", c: externalIDContest{times: at(30*time.Second, time.Second)},
+			want: externalIDContest{times: append(at(30*time.Second, time.Second), now)}},
+		{name: "fourth within the window yields", c: externalIDContest{times: at(50*time.Second, 30*time.Second, time.Second)},
+			wantYield: true, wantStarted: true, want: externalIDContest{yieldUntil: now.Add(externalIDYield)}},
+		{name: "old replacements are forgotten", c: externalIDContest{times: at(2*time.Minute, 61*time.Second, time.Second)},
+			want: externalIDContest{times: append(at(time.Second), now)}},
+		{name: "still yielding", c: externalIDContest{yieldUntil: now.Add(time.Second)},
+			wantYield: true, want: externalIDContest{yieldUntil: now.Add(time.Second)}},
+		{name: "the yield is over", c: externalIDContest{yieldUntil: now},
+			want: externalIDContest{times: []time.Time{now}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, yield, started := contestExternalID(tc.c, now)
+			if yield != tc.wantYield || started != tc.wantStarted || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, yield %v, started %v; want %+v, yield %v, started %v",
+					got, yield, started, tc.want, tc.wantYield, tc.wantStarted)
+			}
+		})
+	}
 }

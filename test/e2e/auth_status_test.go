@@ -41,6 +41,12 @@ const statusReportDelay = 100 * time.Millisecond
 // its log.
 func startStatusWriter(t *testing.T, cfg *rest.Config, ns string, hold time.Duration) (*auth.StatusWriter, *auth.Metrics, *testutil.SyncBuffer) {
 	t.Helper()
+	return startStatusWriterOf(t, cfg, ns, hold, statusCluster)
+}
+
+// startStatusWriterOf is startStatusWriter for the given cluster.
+func startStatusWriterOf(t *testing.T, cfg *rest.Config, ns string, hold time.Duration, cluster auth.Cluster) (*auth.StatusWriter, *auth.Metrics, *testutil.SyncBuffer) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +58,7 @@ func startStatusWriter(t *testing.T, cfg *rest.Config, ns string, hold time.Dura
 	m := auth.NewMetrics(prometheus.NewRegistry())
 	logs := new(testutil.SyncBuffer)
 	w := auth.NewStatusWriter(auth.StatusOptions{
-		Client: dyn, Discovery: disc, Cluster: statusCluster, Namespace: ns, Metrics: m,
+		Client: dyn, Discovery: disc, Cluster: cluster, Namespace: ns, Metrics: m,
 		Logger:        slog.New(slog.NewTextHandler(logs, nil)),
 		CheckInterval: 100 * time.Millisecond, ReportDelay: statusReportDelay, ReadyHold: hold,
 	})
@@ -293,6 +299,51 @@ func TestAuthStatusReportsCollapse(t *testing.T) {
 	t.Logf("1000 alternating reports over %v: %v writes (bound %v)", took.Round(time.Millisecond), spread, bound)
 	if spread > bound {
 		t.Errorf("1000 alternating reports over %v made %v status writes, want at most %v (one per hold of %v)", took, spread, bound, hold)
+	}
+}
+
+// TestAuthStatusWritersDisagree runs two status writers of different
+// clusters (as replicas with different --cluster-name would be) on an API
+// server of their own: each computes another status.externalId, and without
+// a defence each would replace the other's value as soon as it saw it, for
+// ever. They replace each other a few times, then yield and say why, and
+// the association stops changing.
+func TestAuthStatusWritersDisagree(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, 2*time.Minute)
+	own, c := ownStatusCluster(t, ctx)
+	ns := testutil.UniqueName("auth-status-disagree")
+	if err := own.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	other := statusCluster
+	other.Name = "e2e-other"
+	if other.ExternalID(ns, "app") == statusCluster.ExternalID(ns, "app") {
+		t.Fatal("the two clusters give the same external id: the test would prove nothing")
+	}
+	_, m1, logs1 := startStatusWriterOf(t, own.RESTConfig(), ns, time.Second, statusCluster)
+	_, m2, logs2 := startStatusWriterOf(t, own.RESTConfig(), ns, time.Second, other)
+	newStatusAssociation(t, ctx, c, ns, "app", "app", "arn:aws:iam::111122223333:role/app")
+
+	const yielded = "another writer keeps setting status.externalId"
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "a writer yields", func() (bool, string) {
+		return strings.Contains(logs1.String()+logs2.String(), yielded), fmt.Sprintf("writes %v and %v", statusWrites(m1), statusWrites(m2))
+	})
+	settled := statusWrites(m1) + statusWrites(m2)
+	time.Sleep(2 * time.Second) // a fight would write hundreds of times meanwhile
+	after := statusWrites(m1) + statusWrites(m2)
+	t.Logf("writes until a writer yielded: %v; in the 2 s after: %v", settled, after-settled)
+	// Each writer: the first status, then at most externalIDContests (3)
+	// replacements before it yields, and a conflict each.
+	if after > 16 || after != settled && after-settled > 4 {
+		t.Errorf("%v status writes (%v after a writer yielded): the writers keep replacing each other's external id", after, after-settled)
+	}
+	var p v1alpha1.PodIdentityAssociation
+	if err := c.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: "app"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	if id := p.Status.ExternalID; id != statusCluster.ExternalID(ns, "app") && id != other.ExternalID(ns, "app") {
+		t.Errorf("status.externalId %q is neither writer's", id)
 	}
 }
 
