@@ -32,6 +32,7 @@ import (
 	"github.com/podiam/podiam/internal/auth"
 	"github.com/podiam/podiam/internal/eksauth"
 	"github.com/podiam/podiam/internal/jwks"
+	"github.com/podiam/podiam/internal/metrics"
 	"github.com/podiam/podiam/internal/podrequest"
 	"github.com/podiam/podiam/internal/version"
 	"github.com/podiam/podiam/internal/webhook"
@@ -410,13 +411,14 @@ func runAuth(ctx context.Context, f authFlags) error {
 	if err != nil {
 		return err
 	}
+	checks := []webhook.ReadyCheck{
+		{Name: "podidentityassociations", Ready: associations.HasSynced},
+		{Name: "certificate", Ready: certReady},
+		{Name: "keys", Ready: keysReady.Load},
+	}
+	metrics.RegisterServing(reg, "auth", getCert, checks)
 	srv := &webhook.Server{
-		Mutate: handler, Path: "/clusters/", TLS: tlsCfg, Gatherer: reg,
-		Checks: []webhook.ReadyCheck{
-			{Name: "podidentityassociations", Ready: associations.HasSynced},
-			{Name: "certificate", Ready: certReady},
-			{Name: "keys", Ready: keysReady.Load},
-		},
+		Mutate: handler, Path: "/clusters/", TLS: tlsCfg, Gatherer: reg, Checks: checks,
 		ShutdownDelay: f.shutdownDelay, ShutdownTimeout: f.shutdownTimeout, Logger: logger,
 		BodyLimit: eksauth.MaxRequestBody, MaxInFlightBytes: authMaxInFlight * eksauth.MaxRequestBody,
 		MaxConnections: authMaxConnections, Reject: eksAuthReject,

@@ -277,6 +277,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		return err
 	}
 	checks = append(checks, webhook.ReadyCheck{Name: "certificate", Ready: certReady})
+	metrics.RegisterServing(reg, "webhook", getCert, checks)
 	tlsCfg, err := webhook.TLSConfig(f.tlsMinVersion, f.tlsCipherSuites, getCert)
 	if err != nil {
 		return err

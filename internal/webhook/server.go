@@ -20,11 +20,9 @@ import (
 	"github.com/podiam/podiam/internal/metrics"
 )
 
-// ReadyCheck is one condition of /readyz.
-type ReadyCheck struct {
-	Name  string
-	Ready func() bool
-}
+// ReadyCheck is one condition of /readyz; the same checks are exported as
+// the gauge podiam_<subsystem>_ready (metrics.RegisterServing).
+type ReadyCheck = metrics.Check
 
 // Server runs the TLS admission endpoint and the plain-HTTP metrics endpoint.
 type Server struct {

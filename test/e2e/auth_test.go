@@ -133,6 +133,14 @@ func TestAuthChain(t *testing.T) {
 	if sts, cache := f.authMetric("podiam_auth_issuances_total", `source="sts"`), f.authMetric("podiam_auth_issuances_total", `source="cache"`); sts != 1 || cache != 1 {
 		t.Errorf("podiam_auth_issuances_total: sts %v cache %v, want 1 and 1", sts, cache)
 	}
+	for _, check := range []string{"podidentityassociations", "certificate", "keys"} {
+		if n := f.authMetric("podiam_auth_ready", `check="`+check+`"`); n != 1 {
+			t.Errorf(`podiam_auth_ready{check=%q} = %v, want 1`, check, n)
+		}
+	}
+	if exp := time.Unix(int64(f.authMetric("podiam_auth_certificate_expiry_timestamp_seconds")), 0); time.Until(exp) < time.Hour {
+		t.Errorf("podiam_auth_certificate_expiry_timestamp_seconds says %v, want the serving certificate's NotAfter, in the future", exp)
+	}
 
 	// 3. targetRoleArn: the first role, then the target role with its
 	// session (two AssumeRole calls), the session name kept; the target

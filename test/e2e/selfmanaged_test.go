@@ -79,7 +79,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 		t.Fatalf("registration: %v, caBundle %q", err, cfgCABundle(cfg))
 	}
 
-	startWebhook(t, ctx, "self-managed #1", o1)
+	w1 := startWebhook(t, ctx, "self-managed #1", o1)
 	addr1 := fmt.Sprintf("127.0.0.1:%d", o1.Port)
 
 	// The caBundle is written and is the Secret's CA.
@@ -104,6 +104,18 @@ func TestSelfManagedCertificates(t *testing.T) {
 	leaf := leafCert(t, addr1)
 	if err := verifyLeaf(leaf, caBundle); err != nil {
 		t.Fatalf("served certificate does not verify against the caBundle: %v", err)
+	}
+	// The dashboards and the expiry alert read the served certificate's
+	// NotAfter and the readiness checks from /metrics.
+	text, err := w1.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := metricSum(text, "podiam_webhook_certificate_expiry_timestamp_seconds"); got != float64(leaf.NotAfter.Unix()) {
+		t.Errorf("podiam_webhook_certificate_expiry_timestamp_seconds = %v, want the served certificate's NotAfter %v", got, leaf.NotAfter.Unix())
+	}
+	if got := metricSum(text, "podiam_webhook_ready", `check="certificate"`); got != 1 {
+		t.Errorf(`podiam_webhook_ready{check="certificate"} = %v, want 1`, got)
 	}
 
 	// The API server trusts podiam's CA: pods get mutated.
