@@ -12,15 +12,26 @@
 #
 # Usage: hack/bench-agent.sh [agentload flags, e.g. -c 8 -d 20s -perf agent.perf]
 # Environment:
-#   PODIAM   the binary to measure (default: bin/podiam, built from ./cmd/podiam)
+#   PODIAM   the binary to measure (default: bin/podiam-release, built from
+#            ./cmd/podiam as the image has it: static, -trimpath, stripped)
 #   RUNS     repetitions (default 1); each starts from a fresh control plane
 # To see where the agent's time goes: -perf agent.perf (perf record -g on it
 # during the load), then `perf report -i agent.perf --no-children --sort symbol`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bin
-if [ -z "${PODIAM:-}" ]; then go build -o bin/podiam ./cmd/podiam; fi
-podiam=${PODIAM:-bin/podiam}
+if [ -z "${PODIAM:-}" ]; then
+  # As hack/image builds it: a cgo build would map libc besides (1.5 MiB
+  # more RSS). The binary is written anew by cp, as a container runtime
+  # writes an image layer: how its page cache was filled sets how much of it
+  # a page fault maps (fault-around, large folios), so RssFile of one binary
+  # differs by about 3 MiB between a fresh linker output and a copy.
+  CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o bin/podiam-release.tmp ./cmd/podiam
+  rm -f bin/podiam-release
+  cp bin/podiam-release.tmp bin/podiam-release
+  rm bin/podiam-release.tmp
+fi
+podiam=${PODIAM:-bin/podiam-release}
 go build -o bin/agentload ./hack/agentload
 
 status=0

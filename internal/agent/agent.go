@@ -15,7 +15,9 @@
 //     verified token are cached by the SHA-256 of the token until it expires,
 //     so a repeated request pays no signature check.
 //   - podLimiter (ratelimit.go) limits the requests of each pod (by UID), not
-//     of the whole node.
+//     of the whole node; missLimiter (ratelimit.go) bounds the requests that
+//     verify a token or wait for the backend at once (a node's pods asking
+//     together after an agent restart).
 //   - credentialCache (credentials.go) keeps each pod's credentials (by pod
 //     UID, with the association that issued them) and calls the Backend
 //     (EKS Auth or `podiam auth`) on a miss, merging concurrent calls for one
@@ -72,6 +74,11 @@ const (
 	DefaultBackendTimeout = 10 * time.Second
 	// DefaultLeeway is the clock skew allowed on token times.
 	DefaultLeeway = 60 * time.Second
+	// DefaultMaxConcurrentMisses bounds the requests that verify a new token
+	// or wait for a pod's first credentials at once: as many as the backend
+	// connections `podiam agent` opens (16), so that waiting longer in the
+	// agent costs no time overall.
+	DefaultMaxConcurrentMisses = 16
 )
 
 // Options configure a Handler. ClusterName, NodeName, Issuer, Keys, Backend
@@ -124,6 +131,14 @@ type Options struct {
 	// Leeway is the clock skew allowed on a token's exp, nbf and iat;
 	// 0 means none (pass DefaultLeeway).
 	Leeway time.Duration
+	// MaxConcurrentMisses bounds the requests doing what a cache hit does
+	// not: verifying a token's signature, or waiting for a pod's credentials
+	// from the backend (not background renewals). The others wait their turn
+	// while their request lasts, holding little: when every pod of a node
+	// asks at once (after an agent restart), the memory peak is that of a few
+	// verifications and backend calls, not of one per pod.
+	// DefaultMaxConcurrentMisses when 0; negative is refused.
+	MaxConcurrentMisses int
 
 	// Metrics records requests, cache and backend use; nil records nothing.
 	Metrics *Metrics

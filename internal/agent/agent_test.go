@@ -300,6 +300,7 @@ func TestNewHandlerRefuses(t *testing.T) {
 		{"no listen address", func(o *Options) { o.ListenAddrs = nil }},
 		{"listen address without port", func(o *Options) { o.ListenAddrs = []string{"169.254.170.23"} }},
 		{"negative cache size", func(o *Options) { o.MaxCacheSize = -1 }},
+		{"negative concurrent misses", func(o *Options) { o.MaxConcurrentMisses = -1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

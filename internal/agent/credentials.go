@@ -166,6 +166,8 @@ type credentialCache struct {
 	log      *slog.Logger
 
 	flight singleflight.Group // keyed by pod UID
+	// misses bounds the requests waiting for the backend at once.
+	misses missLimiter
 	// renewalDone, when set (by tests), is called at the end of each
 	// background renewal.
 	renewalDone func()
@@ -177,10 +179,10 @@ type credentialCache struct {
 	tombstones *lru[string, time.Time]
 }
 
-func newCredentialCache(o *Options) *credentialCache {
+func newCredentialCache(o *Options, misses missLimiter) *credentialCache {
 	c := &credentialCache{
 		backend: o.Backend, cluster: o.ClusterName, timeout: o.BackendTimeout, maxRetention: o.MaxRetention,
-		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger,
+		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger, misses: misses,
 		entries:    newLRU[string, *credSlot](o.MaxCacheSize),
 		tombstones: newLRU[string, time.Time](maxTombstones),
 	}
@@ -211,6 +213,40 @@ type fetched struct {
 // so that the next request gets the refusal. Only a pod with nothing servable
 // waits for the backend, merged with the other requests of the pod.
 func (c *credentialCache) get(ctx context.Context, pt *podToken, token string) (*credEntry, *refusal) {
+	if e := c.servable(ctx, pt, token); e != nil {
+		c.m.hit()
+		return e, nil
+	}
+	c.m.miss()
+	// Nothing servable: not a renewal, so not held back by the node's
+	// backend limit, unless there is no cache (then every call is limited,
+	// as in Amazon's agent). The wait takes one of the handler's miss slots;
+	// while this request waited for it, another of the pod may have been
+	// answered, so the cache is looked at again.
+	if !c.misses.acquire(ctx) {
+		return nil, refuse(http.StatusServiceUnavailable, "the request ended while waiting for its turn to ask the credential service: %v", ctx.Err())
+	}
+	defer c.misses.release()
+	if e := c.servable(ctx, pt, token); e != nil {
+		return e, nil
+	}
+	e, err := c.await(ctx, pt, token, c.disabled)
+	if err == nil {
+		return e, nil
+	}
+	var r *refusal
+	if errors.As(err, &r) {
+		return nil, r // the request ended while waiting
+	}
+	r = c.refusalFor(err, pt)
+	c.logFailure("getting credentials failed", pt, r, err)
+	return nil, r
+}
+
+// servable returns the pod's cached credentials while they may be served,
+// nil when there are none, and starts their renewal in the background when it
+// is due.
+func (c *credentialCache) servable(ctx context.Context, pt *podToken, token string) *credEntry {
 	now := c.now()
 	c.mu.Lock()
 	var cached *credEntry
@@ -225,32 +261,17 @@ func (c *credentialCache) get(ctx context.Context, pt *podToken, token string) (
 		}
 	}
 	c.mu.Unlock()
-	if cached != nil {
-		c.m.hit()
-		if renew {
-			c.renewInBackground(ctx, pt, token)
-		}
-		if c.log.Enabled(ctx, slog.LevelDebug) {
-			c.log.Debug("credentials served from cache", "pod", pt.PodName, "namespace", pt.Namespace,
-				"serviceAccount", pt.ServiceAccount, "associationId", cached.AssociationID, "renewing", renew)
-		}
-		return cached, nil
+	if cached == nil {
+		return nil
 	}
-	c.m.miss()
-	// Nothing servable: not a renewal, so not held back by the node's
-	// backend limit, unless there is no cache (then every call is limited,
-	// as in Amazon's agent).
-	e, err := c.await(ctx, pt, token, c.disabled)
-	if err == nil {
-		return e, nil
+	if renew {
+		c.renewInBackground(ctx, pt, token)
 	}
-	var r *refusal
-	if errors.As(err, &r) {
-		return nil, r // the request ended while waiting
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		c.log.Debug("credentials served from cache", "pod", pt.PodName, "namespace", pt.Namespace,
+			"serviceAccount", pt.ServiceAccount, "associationId", cached.AssociationID, "renewing", renew)
 	}
-	r = c.refusalFor(err, pt)
-	c.logFailure("getting credentials failed", pt, r, err)
-	return nil, r
+	return cached
 }
 
 // await makes the pod's backend call, merged with those in flight for the

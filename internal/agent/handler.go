@@ -40,6 +40,8 @@ func NewHandler(o Options) (*Handler, error) {
 		return nil, errors.New("agent: no listen address")
 	case o.MaxCacheSize < 0:
 		return nil, fmt.Errorf("agent: negative max cache size %d", o.MaxCacheSize)
+	case o.MaxConcurrentMisses < 0:
+		return nil, fmt.Errorf("agent: negative max concurrent misses %d", o.MaxConcurrentMisses)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -51,11 +53,15 @@ func NewHandler(o Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.MaxConcurrentMisses == 0 {
+		o.MaxConcurrentMisses = DefaultMaxConcurrentMisses
+	}
+	misses := newMissLimiter(o.MaxConcurrentMisses)
 	return &Handler{
 		hosts:   hosts,
-		tokens:  newTokenChecker(&o),
+		tokens:  newTokenChecker(&o, misses),
 		limiter: newPodLimiter(o.PodRate, o.PodBurst, o.Now),
-		creds:   newCredentialCache(&o),
+		creds:   newCredentialCache(&o, misses),
 		m:       o.Metrics,
 		log:     o.Logger,
 	}, nil

@@ -1,18 +1,23 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/podiam/podiam/internal/eksauth"
+	"github.com/podiam/podiam/internal/jwks"
 )
 
 // TestHandlerAnswers covers every status the handler answers with.
@@ -179,6 +184,148 @@ func TestHandlerCachedPath(t *testing.T) {
 	}
 	if n := e.backend.calls.Load(); n != 1 {
 		t.Fatalf("%d backend calls, want 1 (one per pod)", n)
+	}
+}
+
+// holdingKeys is a KeyVerifier whose checks wait for hold to close; it
+// records how many ran at once.
+type holdingKeys struct {
+	KeyVerifier
+	hold         chan struct{}
+	calls        atomic.Int64
+	running, max atomic.Int64
+}
+
+func (k *holdingKeys) Verify(ctx context.Context, tok *jwks.Token) error {
+	k.calls.Add(1)
+	n := k.running.Add(1)
+	defer k.running.Add(-1)
+	for m := k.max.Load(); n > m && !k.max.CompareAndSwap(m, n); m = k.max.Load() {
+	}
+	<-k.hold
+	return k.KeyVerifier.Verify(ctx, tok)
+}
+
+// TestHandlerBoundsMisses checks that when many pods ask at once (an agent
+// restart), at most Options.MaxConcurrentMisses requests verify a token or
+// wait for the backend at a time, that the others are answered after their
+// wait, and that a request waiting for its turn finds what another request
+// with its token or of its pod got meanwhile.
+func TestHandlerBoundsMisses(t *testing.T) {
+	const limit, pods = 4, 40
+	tests := []struct {
+		name string
+		// holdKeys holds signature checks, else backend calls.
+		holdKeys bool
+		// samePod: every request has the test pod's one token.
+		samePod bool
+		// maxChecks bounds the signature checks: one token is checked by
+		// the requests that took a slot before any check ended, not by the
+		// others.
+		maxChecks, wantCalls int64
+	}{
+		{name: "signature checks", holdKeys: true, maxChecks: pods, wantCalls: pods},
+		{name: "backend calls", maxChecks: pods, wantCalls: pods},
+		{name: "one token verified by the first requests only", holdKeys: true, samePod: true, maxChecks: limit, wantCalls: 1},
+		{name: "one pod's backend call once", samePod: true, maxChecks: limit, wantCalls: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// hold holds the signature checks or the backend calls.
+			hold := make(chan struct{})
+			keys := &holdingKeys{hold: hold}
+			e := newEnv(t, func(o *Options) {
+				o.MaxConcurrentMisses = limit
+				if tt.holdKeys {
+					keys.KeyVerifier = o.Keys
+					o.Keys = keys
+				}
+			})
+			if !tt.holdKeys {
+				e.backend.hold = hold
+			}
+			tokens := make([]string, pods)
+			podTok := testClaims().sign(t)
+			for i := range tokens {
+				if tt.samePod {
+					tokens[i] = podTok
+					continue
+				}
+				tokens[i] = podClaims(fmt.Sprint("pod-", i), fmt.Sprint("uid-", i), testNode).sign(t)
+			}
+			running := func() int64 {
+				if tt.holdKeys {
+					return keys.running.Load()
+				}
+				return e.backend.calls.Load()
+			}
+			var wg sync.WaitGroup
+			codes := make(chan int, pods)
+			for _, tok := range tokens {
+				wg.Go(func() { codes <- e.get(testListen, tok).Code })
+			}
+			want := int64(limit)
+			if tt.samePod && !tt.holdKeys {
+				want = 1 // the requests holding a slot share the pod's one call
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for running() < want && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond) // time for any more to start
+			if n := running(); n != want {
+				t.Errorf("%d running at once, want %d", n, want)
+			}
+			close(hold)
+			wg.Wait()
+			close(codes)
+			for code := range codes {
+				if code != http.StatusOK {
+					t.Fatalf("status %d, want 200 for every pod", code)
+				}
+			}
+			if m := keys.max.Load(); m > limit {
+				t.Errorf("%d signature checks at once, want at most %d", m, limit)
+			}
+			if n := e.keys.n.Load(); n > tt.maxChecks {
+				t.Errorf("%d signature checks, want at most %d", n, tt.maxChecks)
+			}
+			if n := e.backend.calls.Load(); n != tt.wantCalls {
+				t.Errorf("%d backend calls, want %d", n, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestHandlerMissWaitEnds checks that a request whose client leaves while it
+// waits for its turn is answered 503 and frees nothing it did not take.
+func TestHandlerMissWaitEnds(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxConcurrentMisses = 1 })
+	hold := make(chan struct{})
+	e.backend.hold = hold
+	first := make(chan int, 1)
+	go func() { first <- e.get(testListen, testClaims().sign(t)).Code }()
+	for e.backend.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The only slot is taken by the first pod's backend call.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, Path, nil)
+	r.Host = testListen
+	r.Header.Set("Authorization", podClaims("other", "uid-other", testNode).sign(t))
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, r)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "waiting for its turn") {
+		t.Fatalf("status %d (%s), want 503 waiting for its turn", w.Code, w.Body)
+	}
+	close(hold)
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("first pod: %d", code)
+	}
+	// The slot is free again.
+	if w := e.get(testListen, podClaims("other", "uid-other", testNode).sign(t)); w.Code != http.StatusOK {
+		t.Fatalf("after the wait: %d %s", w.Code, w.Body)
 	}
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -62,3 +63,25 @@ func (l *podLimiter) forget(podUID string) {
 	l.pods.remove(podUID)
 	l.mu.Unlock()
 }
+
+// missLimiter bounds the requests doing cache-miss work at once (a token's
+// signature check, a wait for the backend): a slot is taken for the work and
+// given back after it. Safe for concurrent use.
+type missLimiter chan struct{}
+
+// newMissLimiter returns a limiter of n (at least 1) slots.
+func newMissLimiter(n int) missLimiter { return make(missLimiter, max(n, 1)) }
+
+// acquire takes a slot, waiting for one while ctx lasts; it reports whether
+// it got one (then release must follow).
+func (l missLimiter) acquire(ctx context.Context) bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// release gives back a slot that acquire took.
+func (l missLimiter) release() { <-l }

@@ -71,8 +71,10 @@ type tokenChecker struct {
 	leeway time.Duration
 	now    func() time.Time
 	m      *Metrics
-	// verifies limits token-cache misses, node-wide.
+	// verifies limits token-cache misses per second, node-wide; misses
+	// bounds those verified at once.
 	verifies *rate.Limiter
+	misses   missLimiter
 
 	mu    sync.Mutex
 	cache *lru[[sha256.Size]byte, cachedToken]
@@ -84,7 +86,7 @@ type cachedToken struct {
 	until time.Time
 }
 
-func newTokenChecker(o *Options) *tokenChecker {
+func newTokenChecker(o *Options, misses missLimiter) *tokenChecker {
 	size := o.TokenCacheSize
 	if size == 0 {
 		size = DefaultTokenCacheSize
@@ -92,33 +94,37 @@ func newTokenChecker(o *Options) *tokenChecker {
 	return &tokenChecker{
 		keys: o.Keys, issuer: o.Issuer, node: o.NodeName, leeway: o.Leeway, now: o.Now, m: o.Metrics,
 		verifies: rate.NewLimiter(verifyRate, verifyBurst),
+		misses:   misses,
 		cache:    newLRU[[sha256.Size]byte, cachedToken](size),
 	}
 }
 
 // check returns the facts of a valid pod token: from the cache when this very
 // token was verified before and its cache time has not passed, else by
-// verifying it. A refusal is 400 for a token that is unparsable or expired,
+// verifying it (at most Options.MaxConcurrentMisses at once, with the
+// backend waits). A refusal is 400 for a token that is unparsable or expired,
 // 403 for one that is not for this cluster, audience or node, 429 when the
 // node verifies too many new tokens, 503 when the cluster's keys could not be
-// fetched.
+// fetched or the request ended while waiting for its turn.
 func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *refusal) {
 	// The token is hashed in place: a copy would cost an allocation per
 	// request, and Sum256 only reads it.
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	now := c.now()
-	c.mu.Lock()
-	ct, ok := c.cache.get(sum)
-	if ok && !now.Before(ct.until) {
-		c.cache.remove(sum)
-		ok = false
-	}
-	c.mu.Unlock()
-	if ok {
-		return ct.pt, nil
+	if pt := c.cached(sum, now); pt != nil {
+		return pt, nil
 	}
 	if !c.verifies.AllowN(now, 1) {
 		return nil, refuse(http.StatusTooManyRequests, "too many new tokens to verify on this node; retry later")
+	}
+	if !c.misses.acquire(ctx) {
+		return nil, refuse(http.StatusServiceUnavailable, "the request ended while waiting for its turn to verify the token: %v", ctx.Err())
+	}
+	defer c.misses.release()
+	// Another request with this token may have verified it meanwhile.
+	now = c.now()
+	if pt := c.cached(sum, now); pt != nil {
+		return pt, nil
 	}
 	pt, r := c.verify(ctx, token, now)
 	if r != nil {
@@ -136,6 +142,22 @@ func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *ref
 		c.m.tokensCached(n)
 	}
 	return pt, nil
+}
+
+// cached returns the facts of the token whose hash is sum when they are
+// cached and still trusted at now, else nil.
+func (c *tokenChecker) cached(sum [sha256.Size]byte, now time.Time) *podToken {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ct, ok := c.cache.get(sum)
+	if !ok {
+		return nil
+	}
+	if !now.Before(ct.until) {
+		c.cache.remove(sum)
+		return nil
+	}
+	return ct.pt
 }
 
 // verify checks the token: issuer and audience first (a token of another
