@@ -14,15 +14,58 @@ export GOTOOLCHAIN := go1.26.10
 
 all: build
 
+# Release metadata linked into podiam (internal/version; `podiam version`
+# prints it): the version is the chart's appVersion, the date the commit's
+# (SOURCE_DATE_EPOCH overrides it), so two builds of one commit are identical.
+VERSION ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' charts/podiam/Chart.yaml)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+DATE    ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r $(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/podiam/podiam/internal/version
+LDFLAGS  = -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(DATE)
+
 build:
-	$(GO) build -o $(BIN)/podiam ./cmd/podiam
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podiam ./cmd/podiam
+
+# The container image without Docker (hack/image): podiam for linux/amd64 and
+# linux/arm64 (static, -trimpath, the same metadata) as an OCI image index in
+# an OCI layout, bin/podiam-image/, and its tarball bin/podiam-image.tar
+# (docker load, skopeo, crane). Prints the index digest: the same for every
+# build of one commit. `make image-push IMAGE=registry/name:tag` pushes it
+# with the Docker config's credentials.
+IMAGE ?= ghcr.io/podiam/podiam:$(VERSION)
+.PHONY: image image-push
+image:
+	$(GO) run ./hack/image build -version '$(VERSION)' -commit '$(COMMIT)' \
+	  -source-date-epoch '$(SOURCE_DATE_EPOCH)' -tag '$(IMAGE)' -out $(BIN)/podiam-image.tar
+
+image-push: image
+	$(GO) run ./hack/image push -in $(BIN)/podiam-image.tar -image '$(IMAGE)'
+
+# The chart README's values table, generated from charts/podiam/values.yaml
+# (each key's `# --` comment); `go run ./hack/chartdoc -check` fails when the
+# README is stale.
+.PHONY: chart-docs
+chart-docs:
+	$(GO) run ./hack/chartdoc -values charts/podiam/values.yaml -readme charts/podiam/README.md
+
+.PHONY: chart-docs-check
+chart-docs-check:
+	$(GO) run ./hack/chartdoc -check -values charts/podiam/values.yaml -readme charts/podiam/README.md
 
 # Starts a local control plane, runs podiam webhook, creates a ServiceAccount and
 # a pod, prints what the pod got, and stops everything.
 demo: tools
 	$(GO) run ./hack/demo
 
-test: tools vet cross fmt-check unit
+test: tools promtool vet cross fmt-check chart-docs-check unit
+
+# Builds promtool (hack/promtool/go.mod) into the build cache before the unit
+# tests, which run it (test/monitoring): its first build takes several CPU
+# minutes and would otherwise count against go test's timeout.
+.PHONY: promtool
+promtool:
+	$(GO) -C hack/promtool tool -n promtool >/dev/null
 
 # -race: vet then shares the compiled dependencies with `go test -race` (one
 # compile of client-go and friends instead of two).
@@ -48,8 +91,10 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Fuzz targets run their seed corpus (testdata/fuzz) as part of the unit tests.
+# -timeout: hack/image's test cross-compiles podiam for two platforms, which
+# takes minutes with a cold build cache.
 unit:
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 # Micro-benchmarks of the hot paths; see docs/benchmarks.md.
 bench:
@@ -118,6 +163,27 @@ generate:
 	@set -e; cg=$$($(GO) -C hack/codegen tool -n controller-gen); \
 	$$cg object paths=./api/...; \
 	$$cg crd paths=./api/... output:crd:artifacts:config=deploy/crd
+
+# The alerting rules' unit tests (deploy/monitoring/podiam-alerts_test.yaml)
+# with promtool, pinned in hack/promtool/go.mod (its own module, so that
+# podiam's go.mod does not carry Prometheus's service discovery); built once
+# into the build cache. test/monitoring runs the same tests in `make test`.
+.PHONY: test-rules
+test-rules:
+	$(GO) -C hack/promtool tool promtool test rules $(CURDIR)/deploy/monitoring/podiam-alerts_test.yaml
+
+# The plain manifests under deploy/ (all but deploy/crd, deploy/examples and
+# deploy/monitoring) are rendered from the Helm chart charts/podiam, one
+# directory per values variant of test/chart; the chart's copy of the CRD is
+# refreshed from deploy/crd first. manifests-check fails, naming each file,
+# when deploy/ differs from a fresh rendering (TestManifestsUpToDate in
+# test/chart checks the same).
+.PHONY: manifests manifests-check
+manifests:
+	$(GO) run ./hack/manifests
+
+manifests-check:
+	$(GO) run ./hack/manifests -check
 
 clean:
 	rm -rf $(BIN)

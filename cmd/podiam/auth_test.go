@@ -285,13 +285,23 @@ func TestAuthListensOnAddress(t *testing.T) {
 // GOMEMLIMIT, with room for the process's own, and GOMEMLIMIT under the
 // container's memory limit.
 func TestAuthMemoryBoundFitsManifest(t *testing.T) {
-	data, err := os.ReadFile("../../deploy/auth/deployment.yaml")
+	data, err := os.ReadFile("../../deploy/auth/manifests.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The rendering of the chart (make manifests): its one Deployment.
 	var dep appsv1.Deployment
-	if err := yaml.Unmarshal(data, &dep); err != nil {
-		t.Fatal(err)
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Kind == "Deployment" {
+			dep = d
+		}
+	}
+	if dep.Name == "" {
+		t.Fatal("deploy/auth/manifests.yaml has no Deployment")
 	}
 	c := dep.Spec.Template.Spec.Containers[0]
 	var memLimit string

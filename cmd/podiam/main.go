@@ -8,8 +8,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-
-	"github.com/podiam/podiam/internal/version"
 )
 
 func main() {
@@ -63,14 +61,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWebhookCommand(), newAuthCommand(), newAgentCommand(), newOIDCCommand(), newPolicyCommand(), newSTSCommand(), &cobra.Command{
-		Use:     "version",
-		Short:   "Print the version",
-		Example: "  podiam version",
-		Args:    cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), version.String())
-		},
-	})
+	root.AddCommand(newWebhookCommand(), newAuthCommand(), newAgentCommand(), newOIDCCommand(), newPolicyCommand(), newSTSCommand(), newVersionCommand())
 	return root
 }

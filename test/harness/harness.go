@@ -237,7 +237,8 @@ type Registration struct {
 }
 
 // Register creates or replaces the MutatingWebhookConfiguration, shaped like
-// deploy/base/mutatingwebhookconfiguration.yaml but with a URL client config.
+// the chart's (charts/podiam/templates/webhook-mutatingwebhookconfiguration.yaml)
+// but with a URL client config.
 func Register(ctx context.Context, client kubernetes.Interface, r Registration) error {
 	fp := r.FailurePolicy
 	if fp == "" {
