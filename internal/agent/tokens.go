@@ -3,12 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -16,11 +13,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/podiam/podiam/internal/eksauth"
-	"github.com/podiam/podiam/internal/jwks"
+	"github.com/podiam/podiam/internal/podtoken"
 )
-
-// serviceAccountPrefix starts the subject of every ServiceAccount token.
-const serviceAccountPrefix = "system:serviceaccount:"
 
 // podToken is what a verified token says about its pod. It holds no part of
 // the token and is never modified once cached.
@@ -65,12 +59,10 @@ const (
 // verified by the SHA-256 of the token, until the token expires or for
 // maxTokenCacheAge, whichever comes first. Safe for concurrent use.
 type tokenChecker struct {
-	keys   KeyVerifier
-	issuer string
-	node   string
-	leeway time.Duration
-	now    func() time.Time
-	m      *Metrics
+	pods podtoken.Checker
+	node string
+	now  func() time.Time
+	m    *Metrics
 	// verifies limits token-cache misses per second, node-wide; misses
 	// bounds those verified at once.
 	verifies *rate.Limiter
@@ -92,7 +84,8 @@ func newTokenChecker(o *Options, misses missLimiter) *tokenChecker {
 		size = DefaultTokenCacheSize
 	}
 	return &tokenChecker{
-		keys: o.Keys, issuer: o.Issuer, node: o.NodeName, leeway: o.Leeway, now: o.Now, m: o.Metrics,
+		pods: podtoken.Checker{Keys: o.Keys, Issuer: o.Issuer, Leeway: o.Leeway},
+		node: o.NodeName, now: o.Now, m: o.Metrics,
 		verifies: rate.NewLimiter(verifyRate, verifyBurst),
 		misses:   misses,
 		cache:    newLRU[[sha256.Size]byte, cachedToken](size),
@@ -160,56 +153,50 @@ func (c *tokenChecker) cached(sum [sha256.Size]byte, now time.Time) *podToken {
 	return ct.pt
 }
 
-// verify checks the token: issuer and audience first (a token of another
-// cluster must not make the key set refetch for its unknown kid), then the
-// signature, the times, and the pod and node it is bound to.
+// verify checks the token the one way podiam checks pod tokens
+// (podtoken.Check: issuer and audience first, so that a token of another
+// cluster cannot make the key set refetch for its unknown kid, then the
+// signature, the times, and the pod and node it is bound to: this node).
 func (c *tokenChecker) verify(ctx context.Context, token string, now time.Time) (*podToken, *refusal) {
-	t, err := jwks.Parse(token)
-	if err != nil {
-		return nil, refuse(http.StatusBadRequest, "the token in the Authorization header is not a JWT: %v", err)
+	p, f := c.pods.Check(ctx, token, podtoken.Want{Audience: eksauth.Audience, Node: c.node}, now)
+	if f != nil {
+		return nil, c.refusal(f)
 	}
-	cl := &t.Claims
-	if cl.Issuer != c.issuer {
-		return nil, refuse(http.StatusForbidden, "the token's issuer %s is not this cluster's (%s)", quote(cl.Issuer), quote(c.issuer))
-	}
-	if !slices.Contains(cl.Audience, eksauth.Audience) {
-		return nil, refuse(http.StatusForbidden, "the token's audience does not include %s; project the token with that audience", eksauth.Audience)
-	}
-	if err := c.keys.Verify(ctx, t); err != nil {
-		if errors.Is(err, jwks.ErrFetch) {
-			return nil, refuse(http.StatusServiceUnavailable, "the cluster's keys could not be fetched to verify the token: %v", err)
-		}
-		return nil, refuse(http.StatusForbidden, "the token's signature is not the cluster's: %v", err)
-	}
-	if err := cl.CheckTime(now, c.leeway); err != nil {
-		return nil, refuse(http.StatusBadRequest, "%v", err)
-	}
-	k := cl.Kubernetes
-	if k == nil || k.Namespace == "" || k.ServiceAccount == nil || k.ServiceAccount.Name == "" {
-		return nil, refuse(http.StatusForbidden, "the token is not a ServiceAccount token (no kubernetes.io namespace and serviceaccount)")
-	}
-	if want := serviceAccountPrefix + k.Namespace + ":" + k.ServiceAccount.Name; cl.Subject != want {
-		return nil, refuse(http.StatusForbidden, "the token's subject %s does not match its kubernetes.io claim", quote(cl.Subject))
-	}
-	if k.Pod == nil || k.Pod.Name == "" || k.Pod.UID == "" {
-		return nil, refuse(http.StatusForbidden, "the token is not bound to a pod; use a projected ServiceAccount token")
-	}
-	if k.Node == nil || k.Node.Name != c.node {
+	return &podToken{Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, PodName: p.Name, PodUID: p.UID, Expiry: p.Expiry}, nil
+}
+
+// refusal is the answer to a token verify refused: 400 for a token that is
+// not a JWT or whose times are wrong, 503 when the cluster's keys could not
+// be fetched, 403 for any other.
+func (c *tokenChecker) refusal(f *podtoken.Failure) *refusal {
+	switch f.Kind {
+	case podtoken.Malformed:
+		return refuse(http.StatusBadRequest, "the token in the Authorization header is not a JWT: %v", f)
+	case podtoken.WrongIssuer:
+		return refuse(http.StatusForbidden, "the token's issuer %s is not this cluster's (%s)", quote(f.Claims.Issuer), quote(c.pods.Issuer))
+	case podtoken.WrongAudience:
+		return refuse(http.StatusForbidden, "the token's audience does not include %s; project the token with that audience", eksauth.Audience)
+	case podtoken.KeysUnavailable:
+		return refuse(http.StatusServiceUnavailable, "the cluster's keys could not be fetched to verify the token: %v", f)
+	case podtoken.BadSignature:
+		return refuse(http.StatusForbidden, "the token's signature is not the cluster's: %v", f)
+	case podtoken.Expired, podtoken.BadTime:
+		return refuse(http.StatusBadRequest, "%v", f)
+	case podtoken.NotServiceAccount:
+		return refuse(http.StatusForbidden, "the token is not a ServiceAccount token (no kubernetes.io namespace and serviceaccount)")
+	case podtoken.WrongSubject:
+		return refuse(http.StatusForbidden, "the token's subject %s does not match its kubernetes.io claim", quote(f.Claims.Subject))
+	case podtoken.NotBoundToPod:
+		return refuse(http.StatusForbidden, "the token is not bound to a pod; use a projected ServiceAccount token")
+	case podtoken.WrongNode:
 		node := ""
-		if k.Node != nil {
+		if k := f.Claims.Kubernetes; k.Node != nil {
 			node = k.Node.Name
 		}
-		return nil, refuse(http.StatusForbidden, "the token names node %s, not this node (%s)", quote(node), quote(c.node))
+		return refuse(http.StatusForbidden, "the token names node %s, not this node (%s)", quote(node), quote(c.node))
 	}
-	// Strings are cloned: those of a parsed token share one buffer with the
-	// whole token, which a cached podToken would otherwise keep alive.
-	return &podToken{
-		Namespace:      strings.Clone(k.Namespace),
-		ServiceAccount: strings.Clone(k.ServiceAccount.Name),
-		PodName:        strings.Clone(k.Pod.Name),
-		PodUID:         strings.Clone(k.Pod.UID),
-		Expiry:         *cl.Expiry, // CheckTime refuses a token without exp
-	}, nil
+	// Unconfigured: NewHandler refuses an Options without an issuer.
+	return refuse(http.StatusInternalServerError, "the agent cannot verify tokens: %v", f)
 }
 
 // forget drops the cached facts of every token of the pod.
@@ -221,12 +208,6 @@ func (c *tokenChecker) forget(podUID string) {
 	c.m.tokensCached(n)
 }
 
-// quote quotes a value taken from a token for a message, cut so that a
-// hostile token cannot make messages and logs large.
-func quote(s string) string {
-	const max = 80
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return strconv.Quote(s)
-}
+// quote quotes a value taken from a token or a request for a message, cut
+// so that a hostile one cannot make messages and logs large (podtoken.Quote).
+func quote(s string) string { return podtoken.Quote(s) }

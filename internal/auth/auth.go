@@ -14,10 +14,10 @@ package auth
 
 import (
 	"context"
-	"time"
 
 	"github.com/podiam/podiam/internal/association"
 	"github.com/podiam/podiam/internal/eksauth"
+	"github.com/podiam/podiam/internal/podtoken"
 )
 
 // DefaultAgentAudience is the audience of the agent's own token, the one it
@@ -51,13 +51,7 @@ type Caller struct {
 }
 
 // Pod is what a verified pod token says of its pod.
-type Pod struct {
-	Namespace, ServiceAccount string
-	Name, UID                 string
-	NodeName                  string
-	// Expiry is the token's exp.
-	Expiry time.Time
-}
+type Pod = podtoken.Pod
 
 // Issued is what an issuance returns: the credentials and the session they
 // belong to.

@@ -2,30 +2,22 @@ package auth
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/podiam/podiam/internal/eksauth"
-	"github.com/podiam/podiam/internal/jwks"
+	"github.com/podiam/podiam/internal/podtoken"
 )
 
 // KeyVerifier checks a token's signature with the cluster's keys;
 // *jwks.KeySet implements it. Errors wrap the jwks errors (jwks.ErrFetch when
 // the keys could not be fetched).
-type KeyVerifier interface {
-	Verify(ctx context.Context, tok *jwks.Token) error
-}
+type KeyVerifier = podtoken.KeyVerifier
 
 // DefaultLeeway is the clock skew `podiam auth` allows on token times, as
 // kube-apiserver does for its own tokens. A Verifier's zero Leeway means none.
 const DefaultLeeway = 60 * time.Second
-
-// serviceAccountPrefix starts the subject of every ServiceAccount token.
-const serviceAccountPrefix = "system:serviceaccount:"
 
 // Verifier checks the two tokens of a request: the caller's (the agent's
 // own, audience AgentAudience) and the pod's (audience eksauth.Audience).
@@ -49,67 +41,28 @@ type Verifier struct {
 	Leeway time.Duration
 }
 
-// tokenFailure classifies why a token was refused, so that Caller and Pod
-// can map it to their own codes.
-type tokenFailure int
-
-const (
-	failInvalid     tokenFailure = iota // malformed, forged, wrong claims
-	failExpired                         // exp passed (jwks.ErrExpired)
-	failUnavailable                     // the keys could not be fetched (jwks.ErrFetch)
-)
-
-// tokenRefusal is why check refused a token: its class and a reason that
-// never contains the token.
-type tokenRefusal struct {
-	fail   tokenFailure
-	reason string
+// check checks tok the one way podiam checks pod tokens (podtoken.Check:
+// issuer, audience, signature, time, then the kubernetes.io claims against
+// want).
+func (v *Verifier) check(ctx context.Context, tok string, want podtoken.Want) (podtoken.Pod, *podtoken.Failure) {
+	c := podtoken.Checker{Keys: v.Keys, Issuer: v.Issuer, Leeway: v.Leeway}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	return c.Check(ctx, tok, want, now())
 }
 
-func refuse(fail tokenFailure, reason string) *tokenRefusal {
-	return &tokenRefusal{fail: fail, reason: reason}
-}
-
-// check parses tok and checks issuer, audience, signature and time, in that
-// order: a token of another issuer or audience is refused before it can make
-// the key set refetch for an unknown kid. It returns the token, or why it was
-// refused (never both).
-func (v *Verifier) check(ctx context.Context, tok, audience string) (*jwks.Token, *tokenRefusal) {
-	// A Verifier without an issuer would accept tokens without iss;
-	// NewHandler refuses it too.
-	if v.Issuer == "" {
-		return nil, refuse(failInvalid, "the verifier has no issuer configured")
+// reason says why a token failed one of the checks Caller and Pod share,
+// those before its kubernetes.io claims. It never contains the token.
+func reason(f *podtoken.Failure, issuer, audience string) string {
+	switch f.Kind {
+	case podtoken.WrongIssuer:
+		return "issuer " + podtoken.Quote(f.Claims.Issuer) + " is not the cluster's (" + podtoken.Quote(issuer) + ")"
+	case podtoken.WrongAudience:
+		return "audience " + podtoken.QuoteList(f.Claims.Audience) + " does not include " + podtoken.Quote(audience)
 	}
-	t, err := jwks.Parse(tok)
-	if err != nil {
-		return nil, refuse(failInvalid, err.Error())
-	}
-	if t.Claims.Issuer != v.Issuer {
-		return nil, refuse(failInvalid, "issuer "+quote(t.Claims.Issuer)+" is not the cluster's ("+quote(v.Issuer)+")")
-	}
-	if !slices.Contains(t.Claims.Audience, audience) {
-		return nil, refuse(failInvalid, "audience "+quoteList(t.Claims.Audience)+" does not include "+quote(audience))
-	}
-	if err := v.Keys.Verify(ctx, t); err != nil {
-		if errors.Is(err, jwks.ErrFetch) {
-			return nil, refuse(failUnavailable, err.Error())
-		}
-		return nil, refuse(failInvalid, err.Error())
-	}
-	if err := t.Claims.CheckTime(v.now(), v.Leeway); err != nil {
-		if errors.Is(err, jwks.ErrExpired) {
-			return nil, refuse(failExpired, err.Error())
-		}
-		return nil, refuse(failInvalid, err.Error())
-	}
-	return t, nil
-}
-
-func (v *Verifier) now() time.Time {
-	if v.Now == nil {
-		return time.Now()
-	}
-	return v.Now()
+	return f.Error()
 }
 
 // unavailable is the answer when the cluster's keys cannot be fetched: the
@@ -145,34 +98,24 @@ func (v *Verifier) Caller(ctx context.Context, authorization string) (Caller, *e
 	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return deny("the Authorization header is not \"Bearer <token>\"")
 	}
-	t, refused := v.check(ctx, tok, v.AgentAudience)
-	switch {
-	case refused != nil && refused.fail == failUnavailable:
-		return Caller{}, unavailable(refused.reason)
-	case refused != nil:
-		return deny("%s", refused.reason)
+	sa := podtoken.ServiceAccount{Namespace: v.AgentNamespace, Name: v.AgentServiceAccount}
+	p, f := v.check(ctx, tok, podtoken.Want{Audience: v.AgentAudience, ServiceAccount: &sa})
+	if f == nil {
+		return Caller{Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, PodName: p.Name, PodUID: p.UID, NodeName: p.NodeName}, nil
 	}
-	want := serviceAccountPrefix + v.AgentNamespace + ":" + v.AgentServiceAccount
-	if t.Claims.Subject != want {
-		return deny("subject %s is not the agent's ServiceAccount %s/%s", quote(t.Claims.Subject), v.AgentNamespace, v.AgentServiceAccount)
-	}
-	k := t.Claims.Kubernetes
-	if k == nil || k.Namespace != v.AgentNamespace || k.ServiceAccount == nil || k.ServiceAccount.Name != v.AgentServiceAccount {
+	switch f.Kind {
+	case podtoken.KeysUnavailable:
+		return Caller{}, unavailable(f.Error())
+	case podtoken.WrongSubject:
+		return deny("subject %s is not the agent's ServiceAccount %s/%s", podtoken.Quote(f.Claims.Subject), v.AgentNamespace, v.AgentServiceAccount)
+	case podtoken.NotServiceAccount:
 		return deny("its kubernetes.io claim does not name the agent's ServiceAccount %s/%s", v.AgentNamespace, v.AgentServiceAccount)
-	}
-	if k.Pod == nil || k.Pod.Name == "" || k.Pod.UID == "" {
+	case podtoken.NotBoundToPod:
 		return deny("it is not bound to a pod (request it for the agent's pod, as a projected volume does)")
-	}
-	if k.Node == nil || k.Node.Name == "" {
+	case podtoken.WrongNode:
 		return deny("it names no node (kubernetes.io.node.name)")
 	}
-	return Caller{
-		Namespace:      strings.Clone(k.Namespace),
-		ServiceAccount: strings.Clone(k.ServiceAccount.Name),
-		PodName:        strings.Clone(k.Pod.Name),
-		PodUID:         strings.Clone(k.Pod.UID),
-		NodeName:       strings.Clone(k.Node.Name),
-	}, nil
+	return deny("%s", reason(f, v.Issuer, v.AgentAudience))
 }
 
 // Pod verifies a pod's token, the one in the request body: audience
@@ -184,66 +127,24 @@ func (v *Verifier) Pod(ctx context.Context, token string) (Pod, *eksauth.Error) 
 	invalid := func(format string, args ...any) (Pod, *eksauth.Error) {
 		return Pod{}, eksauth.NewError(eksauth.CodeInvalidToken, "pod token refused: "+format, args...)
 	}
-	t, refused := v.check(ctx, token, eksauth.Audience)
-	switch {
-	case refused != nil && refused.fail == failUnavailable:
-		return Pod{}, unavailable(refused.reason)
-	case refused != nil && refused.fail == failExpired:
-		return Pod{}, eksauth.NewError(eksauth.CodeExpiredToken, "pod token refused: %s", refused.reason)
-	case refused != nil:
-		return invalid("%s", refused.reason)
+	p, f := v.check(ctx, token, podtoken.Want{Audience: eksauth.Audience})
+	if f == nil {
+		return p, nil
 	}
-	k := t.Claims.Kubernetes
-	if k == nil || k.Namespace == "" || k.ServiceAccount == nil || k.ServiceAccount.Name == "" {
+	switch f.Kind {
+	case podtoken.KeysUnavailable:
+		return Pod{}, unavailable(f.Error())
+	case podtoken.Expired:
+		return Pod{}, eksauth.NewError(eksauth.CodeExpiredToken, "pod token refused: %s", f.Error())
+	case podtoken.NotServiceAccount:
 		return invalid("it is not a ServiceAccount token (no kubernetes.io namespace and serviceaccount)")
-	}
-	if want := serviceAccountPrefix + k.Namespace + ":" + k.ServiceAccount.Name; t.Claims.Subject != want {
-		return invalid("subject %s does not match its kubernetes.io claim (%s/%s)", quote(t.Claims.Subject), k.Namespace, k.ServiceAccount.Name)
-	}
-	if k.Pod == nil || k.Pod.Name == "" || k.Pod.UID == "" {
+	case podtoken.WrongSubject:
+		k := f.Claims.Kubernetes
+		return invalid("subject %s does not match its kubernetes.io claim (%s/%s)", podtoken.Quote(f.Claims.Subject), k.Namespace, k.ServiceAccount.Name)
+	case podtoken.NotBoundToPod:
 		return invalid("it is not bound to a pod; use a projected ServiceAccount token")
-	}
-	if k.Node == nil || k.Node.Name == "" {
+	case podtoken.WrongNode:
 		return invalid("it names no node (kubernetes.io.node.name)")
 	}
-	// Strings are cloned: those of a parsed token share one buffer with
-	// the whole token, which a cached Pod would otherwise keep alive.
-	return Pod{
-		Namespace:      strings.Clone(k.Namespace),
-		ServiceAccount: strings.Clone(k.ServiceAccount.Name),
-		Name:           strings.Clone(k.Pod.Name),
-		UID:            strings.Clone(k.Pod.UID),
-		NodeName:       strings.Clone(k.Node.Name),
-		Expiry:         *t.Claims.Expiry, // CheckTime refused a token without exp
-	}, nil
-}
-
-// maxQuoted caps a claim value quoted in a message: claims come from an
-// unverified token and end up in responses and logs.
-const maxQuoted = 80
-
-// quote quotes s for a message (Go syntax: control characters escaped),
-// cut to maxQuoted bytes.
-func quote(s string) string {
-	if len(s) > maxQuoted {
-		return strconv.Quote(s[:maxQuoted]) + "…"
-	}
-	return strconv.Quote(s)
-}
-
-// quoteList quotes at most a few values of a list claim.
-func quoteList(l []string) string {
-	if len(l) == 0 {
-		return "(none)"
-	}
-	const most = 5
-	q := make([]string, 0, most+1)
-	for i, s := range l {
-		if i == most {
-			q = append(q, "…")
-			break
-		}
-		q = append(q, quote(s))
-	}
-	return "[" + strings.Join(q, " ") + "]"
+	return invalid("%s", reason(f, v.Issuer, eksauth.Audience))
 }

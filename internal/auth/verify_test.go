@@ -346,24 +346,6 @@ func TestVerifierCaller(t *testing.T) {
 	}
 }
 
-// TestQuoteCuts checks that claim values quoted in messages stay short and
-// printable: they come from unverified tokens and reach logs.
-func TestQuoteCuts(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"https://x", `"https://x"`},
-		{"a\nb", `"a\nb"`},
-		{strings.Repeat("a", 200), `"` + strings.Repeat("a", maxQuoted) + `"…`},
-	}
-	for _, tt := range tests {
-		if got := quote(tt.in); got != tt.want {
-			t.Errorf("quote(%.20q) = %q; want %q", tt.in, got, tt.want)
-		}
-	}
-	if got := quoteList([]string{"1", "2", "3", "4", "5", "6", "7"}); got != `["1" "2" "3" "4" "5" …]` {
-		t.Errorf("quoteList = %s", got)
-	}
-}
-
 // TestVerifierWithoutIssuer checks that a Verifier whose Issuer is empty
 // refuses every token, those without iss included, which would otherwise
 // match it.

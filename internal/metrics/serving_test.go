@@ -21,7 +21,9 @@ func TestRegisterServing(t *testing.T) {
 	withLeaf.Leaf = leaf.Cert
 	expiry := leaf.Cert.NotAfter.Unix()
 
-	none := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, errors.New("no serving certificate yet") }
+	none := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return nil, errors.New("no serving certificate yet")
+	}
 	serve := func(c *tls.Certificate) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }
 	}
