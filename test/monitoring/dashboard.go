@@ -41,12 +41,36 @@ type Datasource struct {
 
 // Panel is a dashboard panel; a collapsed row holds its panels.
 type Panel struct {
-	ID         int         `json:"id"`
-	Type       string      `json:"type"`
-	Title      string      `json:"title"`
-	Datasource *Datasource `json:"datasource"`
-	Targets    []Target    `json:"targets"`
-	Panels     []Panel     `json:"panels"`
+	ID          int         `json:"id"`
+	Type        string      `json:"type"`
+	Title       string      `json:"title"`
+	Datasource  *Datasource `json:"datasource"`
+	FieldConfig struct {
+		Defaults struct {
+			// Unit is Grafana's unit id of the panel's values (reqps,
+			// ops, s, short...).
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+	Targets []Target `json:"targets"`
+	Panels  []Panel  `json:"panels"`
+}
+
+// labelValues matches a query variable's label_values(selector, label).
+var labelValues = regexp.MustCompile(`^\s*label_values\((.*),\s*(\w+)\s*\)\s*$`)
+
+// LabelValues returns the selector and the label of a query variable of
+// the form label_values(selector, label); ok is false for another query.
+func (v Variable) LabelValues() (selector, label string, ok bool) {
+	q, _ := v.Query.(string)
+	if m, isMap := v.Query.(map[string]any); isMap {
+		q, _ = m["query"].(string)
+	}
+	sm := labelValues.FindStringSubmatch(q)
+	if sm == nil {
+		return "", "", false
+	}
+	return sm[1], sm[2], true
 }
 
 // Target is one query of a panel.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
@@ -132,6 +133,34 @@ func TestDashboardProblems(t *testing.T) {
 			d.Panels[1].Targets[0].Expr = `sum(rate(podiam_webhook_pod_total[$__rate_interval]))`
 		}, "podiam_webhook_pod_total"},
 		{"bad expression", func(d *Dashboard) { d.Panels[1].Targets[0].Expr = `sum(rate(x[5m])` }, "parsing"},
+		{"a misspelled label", func(d *Dashboard) {
+			d.Panels[1].Targets[0].Expr = `sum by (mode) (rate(podiam_webhook_pods_total{namespce=~"$namespace"}[$__rate_interval]))`
+		}, "no label namespce"},
+		{"grouping by a label the metric lacks", func(d *Dashboard) {
+			d.Panels[1].Targets[0].Expr = `sum by (code) (rate(podiam_webhook_pods_total[$__rate_interval]))`
+		}, "label code"},
+		{"a histogram's own name", func(d *Dashboard) {
+			d.Panels[1].Targets[0].Expr = `rate(podiam_agent_request_duration_seconds[$__rate_interval])`
+		}, "podiam_agent_request_duration_seconds"},
+		// Grafana's namespace list of an idle install: the request counters
+		// of the webhook and podiam auth appear with the first request.
+		{"namespaces from request counters", func(d *Dashboard) {
+			setNamespaceQuery(d, `label_values({__name__=~"podiam_(webhook|auth|agent)_requests_total"}, namespace)`)
+		}, "podiam_webhook_requests_total, which has no series until the first request"},
+		{"namespaces of one server only", func(d *Dashboard) {
+			setNamespaceQuery(d, `label_values(podiam_agent_cache_entries, namespace)`)
+		}, "no podiam_auth_* metric"},
+		{"fail-open count as a rate", func(d *Dashboard) {
+			d.Panels[1].Targets[0].Expr = `sum by (name) (increase(apiserver_admission_webhook_fail_open_count{name=~".*podiam.*"}[$__rate_interval]))`
+		}, "apiserver_admission_webhook_fail_open_count through rate or increase"},
+		{"a gauge and a rate on one axis", func(d *Dashboard) {
+			d.Panels[1].Targets = append(d.Panels[1].Targets, Target{RefID: "Z", Datasource: d.Panels[1].Datasource, Expr: `sum(podiam_auth_credential_cache_entries)`})
+		}, "mixes rates and levels"},
+		{"pods in requests per second", func(d *Dashboard) {
+			d.Panels[1].FieldConfig.Defaults.Unit = "reqps"
+			d.Panels[1].Targets = d.Panels[1].Targets[:1]
+			d.Panels[1].Targets[0].Expr = `sum by (reason) (rate(podiam_webhook_containers_skipped_total[$__rate_interval]))`
+		}, "unit reqps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := ParseDashboard(readFile(t, filepath.Join(monitoringDir, "podiam-dashboard.json")))
@@ -153,6 +182,15 @@ func TestDashboardProblems(t *testing.T) {
 				t.Errorf("problems %v, want one containing %q", problems, tc.want)
 			}
 		})
+	}
+}
+
+// setNamespaceQuery sets the namespace variable's query.
+func setNamespaceQuery(d *Dashboard, query string) {
+	for i, v := range d.Templating.List {
+		if v.Name == "namespace" {
+			d.Templating.List[i].Query = map[string]any{"query": query, "refId": "namespace"}
+		}
 	}
 }
 
@@ -200,6 +238,7 @@ func dashboardProblems(d *Dashboard, exported map[string]Family) []string {
 			add("%s: no target", what)
 		}
 		refs := map[string]bool{}
+		rates, levels := 0, 0
 		for _, tg := range p.Targets {
 			checkDS(what+" target "+tg.RefID, tg.Datasource)
 			if refs[tg.RefID] || tg.RefID == "" {
@@ -218,9 +257,125 @@ func dashboardProblems(d *Dashboard, exported map[string]Family) []string {
 			if u := Unknown(names, exported, Others); len(u) > 0 {
 				add("%s names metrics that podiam does not export: %v", what, u)
 			}
+			for _, p := range LabelProblems(e, exported, Others) {
+				add("%s: %s", what, p)
+			}
+			for _, n := range ratedNewAtOne(e) {
+				add("%s reads %s through rate or increase, which miss its first increment: show its value", what, n)
+			}
+			if isRate(e) {
+				rates++
+			} else {
+				levels++
+			}
+			if p.FieldConfig.Defaults.Unit == "reqps" && slices.ContainsFunc(names, func(n string) bool { return !strings.Contains(n, "request") }) {
+				add("%s: unit reqps for %v, which counts no requests", what, names)
+			}
+		}
+		if rates > 0 && levels > 0 {
+			add("%s mixes rates and levels (gauges, counts) on one axis and unit", what)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Name == "namespace" {
+			problems = append(problems, namespaceVariableProblems(v, exported)...)
 		}
 	}
 	return problems
+}
+
+// shownServers are the prefixes of podiam's servers that the dashboard shows.
+var shownServers = []string{"podiam_webhook_", "podiam_auth_", "podiam_agent_"}
+
+// namespaceVariableProblems checks that the namespace variable lists every
+// namespace podiam runs in from its start, idle or not: its
+// label_values(selector, namespace) selects, of podiam's metrics, only
+// families that have a series before any request, and at least one of
+// each server's.
+func namespaceVariableProblems(v Variable, exported map[string]Family) []string {
+	sel, label, ok := v.LabelValues()
+	if !ok || label != "namespace" {
+		return []string{fmt.Sprintf("variable namespace: query %v is not label_values(<selector>, namespace)", v.Query)}
+	}
+	e, err := Parser.ParseExpr(sel)
+	vs, isSelector := e.(*parser.VectorSelector)
+	if err != nil || !isSelector {
+		return []string{fmt.Sprintf("variable namespace: %q is not a selector: %v", sel, err)}
+	}
+	var problems []string
+	covered := map[string]bool{}
+	for name, f := range exported {
+		series := []string{name}
+		for _, suffix := range f.Suffixes {
+			series = append(series, name+suffix)
+		}
+		for _, n := range series {
+			if !matchesName(vs, n) {
+				continue
+			}
+			if !f.AtStart {
+				problems = append(problems, fmt.Sprintf("variable namespace reads %s, which has no series until the first request: an idle install would list no namespace", n))
+				continue
+			}
+			for _, s := range shownServers {
+				covered[s] = covered[s] || strings.HasPrefix(n, s)
+			}
+		}
+	}
+	for _, s := range shownServers {
+		if !covered[s] {
+			problems = append(problems, fmt.Sprintf("variable namespace reads no %s* metric that exists from the start", s))
+		}
+	}
+	slices.Sort(problems)
+	return problems
+}
+
+// matchesName reports whether a selector's __name__ matchers select name.
+func matchesName(vs *parser.VectorSelector, name string) bool {
+	for _, m := range vs.LabelMatchers {
+		if m.Name == labels.MetricName && !m.Matches(name) {
+			return false
+		}
+	}
+	return true
+}
+
+// rateFuncs are the functions whose value is a change over a range.
+var rateFuncs = []string{"rate", "irate", "increase", "delta", "idelta", "deriv"}
+
+// isRate reports whether an expression calls one of rateFuncs.
+func isRate(e parser.Expr) bool {
+	found := false
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && slices.Contains(rateFuncs, c.Func.Name) {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// ratedNewAtOne returns the metrics of Others marked NewAtOne that an
+// expression passes to one of rateFuncs.
+func ratedNewAtOne(e parser.Expr) []string {
+	var out []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		c, ok := n.(*parser.Call)
+		if !ok || !slices.Contains(rateFuncs, c.Func.Name) {
+			return nil
+		}
+		for _, arg := range c.Args {
+			names, _ := Names(arg)
+			for _, name := range names {
+				if Others[name].NewAtOne {
+					out = append(out, name)
+				}
+			}
+		}
+		return nil
+	})
+	return out
 }
 
 // read is a metric that a row of the dashboard must show: a panel of the row

@@ -24,21 +24,49 @@ import (
 	"github.com/podiam/podiam/internal/sts"
 )
 
+// Other is a metric of another component that the rules or the dashboard
+// read.
+type Other struct {
+	// From names the component that exports it.
+	From string
+	// Labels are the labels of its series, besides ScrapeLabels.
+	Labels []string
+	// NewAtOne is true for a counter created at its first increment:
+	// rate() and increase() never see that increment, so a panel must not
+	// read it through them.
+	NewAtOne bool
+}
+
 // Others are the metrics of other components that the rules and the
-// dashboard read, each with who exports it and why podiam needs it. Keep it
-// short: a podiam metric does not belong here.
-var Others = map[string]string{
-	// kube-apiserver: calls to a webhook with failurePolicy Ignore that
-	// failed, so the pod was admitted without podiam (label name = webhook).
-	"apiserver_admission_webhook_fail_open_count": "kube-apiserver",
+// dashboard read, with their labels (from each component's source) and why
+// podiam needs them. Keep it short: a podiam metric does not belong here.
+var Others = map[string]Other{
+	// kube-apiserver (k8s.io/apiserver/pkg/admission/metrics): calls to a
+	// webhook with failurePolicy Ignore that failed, so the pod was
+	// admitted without podiam (label name = the webhook's name).
+	"apiserver_admission_webhook_fail_open_count": {From: "kube-apiserver", Labels: []string{"name", "type"}, NewAtOne: true},
+	// kube-apiserver: calls to a webhook that refused the request; with
+	// error_type calling_webhook_error, a webhook with failurePolicy Fail
+	// the API server could not call.
+	"apiserver_admission_webhook_rejection_count": {From: "kube-apiserver", Labels: []string{"name", "type", "operation", "error_type", "rejection_code"}, NewAtOne: true},
 	// kube-state-metrics: ready (available) replicas of the webhook and
 	// podiam auth, and the replicas wanted (an alert must not fire for a
 	// Deployment scaled to zero on purpose).
-	"kube_deployment_status_replicas_available": "kube-state-metrics",
-	"kube_deployment_spec_replicas":             "kube-state-metrics",
-	// kube-state-metrics: ready agents of the DaemonSet (dashboard only).
-	"kube_daemonset_status_number_ready": "kube-state-metrics",
+	"kube_deployment_status_replicas_available": {From: "kube-state-metrics", Labels: []string{"deployment"}},
+	"kube_deployment_spec_replicas":             {From: "kube-state-metrics", Labels: []string{"deployment"}},
+	// kube-state-metrics: ready and unavailable agents of the DaemonSet.
+	"kube_daemonset_status_number_ready":       {From: "kube-state-metrics", Labels: []string{"daemonset"}},
+	"kube_daemonset_status_number_unavailable": {From: "kube-state-metrics", Labels: []string{"daemonset"}},
+	// kube-state-metrics: the Service a MutatingWebhookConfiguration calls,
+	// which outlives a deleted webhook Deployment.
+	"kube_mutatingwebhookconfiguration_webhook_clientconfig_service": {From: "kube-state-metrics", Labels: []string{"mutatingwebhookconfiguration", "webhook_name", "service_name", "service_namespace"}},
 }
+
+// ScrapeLabels are the labels Prometheus adds to every series it scrapes
+// (a ServiceMonitor's namespace, pod, service, endpoint and container;
+// the job and instance of any scrape; node from common relabelings): a
+// rule may select or group by them whatever the metric.
+var ScrapeLabels = []string{"namespace", "pod", "instance", "job", "service", "endpoint", "container", "node"}
 
 // Family is a metric family that podiam registers.
 type Family struct {
@@ -47,6 +75,13 @@ type Family struct {
 	// Suffixes name the other series of the family: _bucket, _sum and
 	// _count for a histogram, _sum and _count for a summary.
 	Suffixes []string
+	// Labels are the labels of its series (variable and constant), without
+	// a histogram's le or a summary's quantile.
+	Labels []string
+	// AtStart is true when the family has a series as soon as its server
+	// starts, before any request (a gauge, a vector whose children are
+	// created up front): an idle install shows it.
+	AtStart bool
 }
 
 // Series suffixes by family type.
@@ -97,7 +132,7 @@ func Exported() (map[string]Family, error) {
 
 // families returns the families that build registers on a new registry.
 func families(build func(prometheus.Registerer)) (map[string]Family, error) {
-	rec := &recorder{Registry: prometheus.NewRegistry(), suffixes: map[string][]string{}}
+	rec := &recorder{Registry: prometheus.NewRegistry(), suffixes: map[string][]string{}, labels: map[string][]string{}}
 	build(rec)
 	if rec.err != nil {
 		return nil, rec.err
@@ -108,7 +143,9 @@ func families(build func(prometheus.Registerer)) (map[string]Family, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gathering: %w", err)
 	}
+	atStart := map[string]bool{}
 	for _, mf := range mfs {
+		atStart[mf.GetName()] = len(mf.GetMetric()) > 0
 		switch mf.GetType() {
 		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
 			rec.suffixes[mf.GetName()] = histogramSuffixes
@@ -118,7 +155,7 @@ func families(build func(prometheus.Registerer)) (map[string]Family, error) {
 	}
 	out := make(map[string]Family, len(rec.names))
 	for _, name := range rec.names {
-		out[name] = Family{Name: name, Suffixes: rec.suffixes[name]}
+		out[name] = Family{Name: name, Suffixes: rec.suffixes[name], Labels: rec.labels[name], AtStart: atStart[name]}
 	}
 	return out, nil
 }
@@ -126,6 +163,37 @@ func families(build func(prometheus.Registerer)) (map[string]Family, error) {
 // fqName reads a Desc's name from its String form, the only place
 // client_golang shows it: Desc{fqName: "podiam_...", help: ...}.
 var fqName = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
+
+// descLabels reads a Desc's label names from the end of its String form:
+// constLabels: {a="x",b="y"}, variableLabels: {code,c(constrained)}}.
+var (
+	descLabels    = regexp.MustCompile(`constLabels: \{(.*)\}, variableLabels: \{([^{}]*)\}\}$`)
+	constLabel    = regexp.MustCompile(`(?:^|,)([a-zA-Z_][a-zA-Z0-9_]*)="`)
+	constrainedVL = regexp.MustCompile(`^c\((.*)\)$`)
+)
+
+// labelNames returns the label names of a Desc, sorted.
+func labelNames(d *prometheus.Desc) ([]string, error) {
+	m := descLabels.FindStringSubmatch(d.String())
+	if m == nil {
+		return nil, fmt.Errorf("reading the labels of %s", d)
+	}
+	var names []string
+	for _, c := range constLabel.FindAllStringSubmatch(m[1], -1) {
+		names = append(names, c[1])
+	}
+	for v := range strings.SplitSeq(m[2], ",") {
+		if v == "" {
+			continue
+		}
+		if c := constrainedVL.FindStringSubmatch(v); c != nil {
+			v = c[1]
+		}
+		names = append(names, v)
+	}
+	slices.Sort(names)
+	return names, nil
+}
 
 // recorder is a Registerer that also records the names of what is
 // registered on it.
@@ -136,7 +204,9 @@ type recorder struct {
 	// name: set here for vectors, whose families Gather omits until they
 	// have a child.
 	suffixes map[string][]string
-	err      error
+	// labels are each name's label names.
+	labels map[string][]string
+	err    error
 }
 
 // Register records c's metric names, then registers it.
@@ -160,6 +230,12 @@ func (r *recorder) Register(c prometheus.Collector) error {
 			continue
 		}
 		r.names = append(r.names, m[1])
+		ls, err := labelNames(d)
+		if err != nil {
+			r.err = err
+			continue
+		}
+		r.labels[m[1]] = ls
 		if suffixes != nil {
 			r.suffixes[m[1]] = suffixes
 		}
@@ -188,12 +264,7 @@ func Names(expr parser.Expr) ([]string, error) {
 		if !ok {
 			return nil
 		}
-		name := vs.Name
-		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
-				name = m.Value
-			}
-		}
+		name := selectorName(vs)
 		if name == "" && err == nil {
 			err = fmt.Errorf("selector %s names no single metric", vs)
 		}
@@ -208,10 +279,12 @@ func Names(expr parser.Expr) ([]string, error) {
 
 // FamilyOf returns the family a series name belongs to: the name itself, or
 // for a histogram's _bucket, _sum or _count series (a summary's _sum or
-// _count), the histogram. ok is false when podiam exports no such series.
+// _count), the histogram. ok is false when podiam exports no such series; a
+// histogram's own name is none (a classic histogram has only the suffixed
+// series), while a summary's is (its quantiles).
 func FamilyOf(name string, exported map[string]Family) (family string, ok bool) {
-	if _, ok := exported[name]; ok {
-		return name, true
+	if f, ok := exported[name]; ok {
+		return name, !slices.Equal(f.Suffixes, histogramSuffixes)
 	}
 	for _, suffix := range histogramSuffixes {
 		base, found := strings.CutSuffix(name, suffix)
@@ -224,7 +297,7 @@ func FamilyOf(name string, exported map[string]Family) (family string, ok bool) 
 
 // Unknown returns the names, of those given, that are neither series podiam
 // exports nor listed in others.
-func Unknown(names []string, exported map[string]Family, others map[string]string) []string {
+func Unknown(names []string, exported map[string]Family, others map[string]Other) []string {
 	var unknown []string
 	for _, n := range names {
 		if _, ok := FamilyOf(n, exported); ok {
@@ -236,4 +309,117 @@ func Unknown(names []string, exported map[string]Family, others map[string]strin
 		unknown = append(unknown, n)
 	}
 	return unknown
+}
+
+// selectorName is the metric a selector names, or "".
+func selectorName(vs *parser.VectorSelector) string {
+	name := vs.Name
+	for _, m := range vs.LabelMatchers {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+			name = m.Value
+		}
+	}
+	return name
+}
+
+// SeriesLabels returns the labels a series may carry: its family's (or its
+// Other's), a histogram bucket's le or a summary's quantile, and
+// ScrapeLabels. ok is false when the name is no series podiam exports nor
+// one of others.
+func SeriesLabels(name string, exported map[string]Family, others map[string]Other) (_ []string, ok bool) {
+	out := slices.Clone(ScrapeLabels)
+	if o, ok := others[name]; ok {
+		return append(out, o.Labels...), true
+	}
+	family, ok := FamilyOf(name, exported)
+	if !ok {
+		return nil, false
+	}
+	f := exported[family]
+	out = append(out, f.Labels...)
+	switch {
+	case name == family && slices.Equal(f.Suffixes, summarySuffixes):
+		out = append(out, "quantile")
+	case name == family+"_bucket":
+		out = append(out, "le")
+	}
+	return out, true
+}
+
+// LabelProblems lists the label names an expression uses that its series
+// cannot carry: in a selector's matchers (against that metric's labels), in
+// an aggregation's by or without (against the labels of the series
+// aggregated, and of label_replace's and label_join's new labels), and in a
+// binary operation's on (against each side), ignoring, group_left or
+// group_right (against either side). Metrics Unknown reports are skipped.
+func LabelProblems(expr parser.Expr, exported map[string]Family, others map[string]Other) []string {
+	var problems []string
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		switch n := node.(type) {
+		case *parser.VectorSelector:
+			name := selectorName(n)
+			have, ok := SeriesLabels(name, exported, others)
+			if !ok {
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != labels.MetricName && !slices.Contains(have, m.Name) {
+					problems = append(problems, fmt.Sprintf("%s has no label %s (it has %v)", name, m.Name, have))
+				}
+			}
+		case *parser.AggregateExpr:
+			have := available(n.Expr, exported, others)
+			for _, l := range n.Grouping {
+				if !have[l] {
+					problems = append(problems, fmt.Sprintf("%s: no series aggregated has a label %s", n, l))
+				}
+			}
+		case *parser.BinaryExpr:
+			vm := n.VectorMatching
+			if vm == nil {
+				return nil
+			}
+			lhs, rhs := available(n.LHS, exported, others), available(n.RHS, exported, others)
+			for _, l := range vm.MatchingLabels {
+				if vm.On && (!lhs[l] || !rhs[l]) || !vm.On && !lhs[l] && !rhs[l] {
+					problems = append(problems, fmt.Sprintf("%s: matching on a label %s that a side lacks", n, l))
+				}
+			}
+			for _, l := range vm.Include {
+				if !lhs[l] && !rhs[l] {
+					problems = append(problems, fmt.Sprintf("%s: group_left or group_right copies a label %s that neither side has", n, l))
+				}
+			}
+		}
+		return nil
+	})
+	return problems
+}
+
+// available returns the label names the series of an expression may carry:
+// those of every metric it selects, the labels label_replace and label_join
+// add, and ScrapeLabels. It over-approximates (an inner aggregation drops
+// labels), which is enough to catch a misspelled or foreign label.
+func available(expr parser.Expr, exported map[string]Family, others map[string]Other) map[string]bool {
+	out := map[string]bool{}
+	for _, l := range ScrapeLabels {
+		out[l] = true
+	}
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		switch n := node.(type) {
+		case *parser.VectorSelector:
+			ls, _ := SeriesLabels(selectorName(n), exported, others)
+			for _, l := range ls {
+				out[l] = true
+			}
+		case *parser.Call:
+			if (n.Func.Name == "label_replace" || n.Func.Name == "label_join") && len(n.Args) > 1 {
+				if dst, ok := n.Args[1].(*parser.StringLiteral); ok {
+					out[dst.Val] = true
+				}
+			}
+		}
+		return nil
+	})
+	return out
 }

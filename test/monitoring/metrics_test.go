@@ -8,18 +8,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// TestFamilies checks that the recorder finds every collector's names and
-// which of them are histograms or summaries, vectors without children
-// included (Gather omits those).
+// TestFamilies checks that the recorder finds every collector's names, its
+// labels (variable and constant), which of them are histograms or
+// summaries, vectors without children included (Gather omits those), and
+// which have a series before any observation.
 func TestFamilies(t *testing.T) {
 	fams, err := families(func(r prometheus.Registerer) {
 		r.MustRegister(
 			prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_requests_total", Help: "h"}, []string{"code"}),
 			prometheus.NewGauge(prometheus.GaugeOpts{Name: "t_entries", Help: "h"}),
-			prometheus.NewHistogram(prometheus.HistogramOpts{Name: "t_duration_seconds", Help: "h"}),
+			prometheus.NewHistogram(prometheus.HistogramOpts{Name: "t_duration_seconds", Help: "h", ConstLabels: prometheus.Labels{"server": "a"}}),
 			prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "t_call_seconds", Help: "h"}, []string{"action"}),
 			prometheus.NewSummary(prometheus.SummaryOpts{Name: "t_size_bytes", Help: "h"}),
-			prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: "t_wait_seconds", Help: "h"}, []string{"queue"}),
+			prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: "t_wait_seconds", Help: "h", ConstLabels: prometheus.Labels{"zone": "b"}}, []string{"queue"}),
 		)
 	})
 	if err != nil {
@@ -28,13 +29,15 @@ func TestFamilies(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		suffixes []string
+		labels   []string
+		atStart  bool
 	}{
-		{"t_requests_total", nil},
-		{"t_entries", nil},
-		{"t_duration_seconds", histogramSuffixes},
-		{"t_call_seconds", histogramSuffixes},
-		{"t_size_bytes", summarySuffixes},
-		{"t_wait_seconds", summarySuffixes},
+		{"t_requests_total", nil, []string{"code"}, false},
+		{"t_entries", nil, nil, true},
+		{"t_duration_seconds", histogramSuffixes, []string{"server"}, true},
+		{"t_call_seconds", histogramSuffixes, []string{"action"}, false},
+		{"t_size_bytes", summarySuffixes, nil, true},
+		{"t_wait_seconds", summarySuffixes, []string{"queue", "zone"}, false},
 	} {
 		f, ok := fams[tc.name]
 		if !ok {
@@ -43,6 +46,12 @@ func TestFamilies(t *testing.T) {
 		}
 		if !slices.Equal(f.Suffixes, tc.suffixes) {
 			t.Errorf("%s: suffixes %v, want %v", tc.name, f.Suffixes, tc.suffixes)
+		}
+		if !slices.Equal(f.Labels, tc.labels) {
+			t.Errorf("%s: labels %v, want %v", tc.name, f.Labels, tc.labels)
+		}
+		if f.AtStart != tc.atStart {
+			t.Errorf("%s: AtStart %v, want %v", tc.name, f.AtStart, tc.atStart)
 		}
 	}
 	if len(fams) != 6 {
@@ -135,13 +144,14 @@ func TestUnknown(t *testing.T) {
 		"x_duration_seconds": {Name: "x_duration_seconds", Suffixes: histogramSuffixes},
 		"x_size_bytes":       {Name: "x_size_bytes", Suffixes: summarySuffixes},
 	}
-	others := map[string]string{"up": "Prometheus"}
+	others := map[string]Other{"up": {From: "Prometheus"}}
 	for _, tc := range []struct {
 		name    string
 		unknown bool
 	}{
 		{"x_requests_total", false},
-		{"x_duration_seconds", false},
+		{"x_duration_seconds", true}, // a classic histogram has no such series
+		{"x_size_bytes", false},      // a summary's quantiles
 		{"x_duration_seconds_bucket", false},
 		{"x_duration_seconds_sum", false},
 		{"x_duration_seconds_count", false},
@@ -157,5 +167,54 @@ func TestUnknown(t *testing.T) {
 		if (len(got) > 0) != tc.unknown {
 			t.Errorf("%s: Unknown = %v, want unknown: %v", tc.name, got, tc.unknown)
 		}
+	}
+}
+
+// TestLabelProblems checks that every label an expression uses is one its
+// series carry: a selector's matchers, by and without, on and ignoring.
+func TestLabelProblems(t *testing.T) {
+	exported := map[string]Family{
+		"x_requests_total":   {Name: "x_requests_total", Labels: []string{"code"}},
+		"x_calls_total":      {Name: "x_calls_total", Labels: []string{"result"}},
+		"x_duration_seconds": {Name: "x_duration_seconds", Suffixes: histogramSuffixes, Labels: []string{"action"}},
+		"x_size_bytes":       {Name: "x_size_bytes", Suffixes: summarySuffixes},
+	}
+	others := map[string]Other{"kube_deployment_spec_replicas": {From: "kube-state-metrics", Labels: []string{"deployment"}}}
+	for _, tc := range []struct {
+		expr string
+		want string // a part of the one problem expected, "" for none
+	}{
+		{expr: `sum by (code) (rate(x_requests_total{code=~"5..", namespace="a", pod!=""}[5m]))`},
+		{expr: `histogram_quantile(0.9, sum by (le, action) (rate(x_duration_seconds_bucket{action="get"}[5m])))`},
+		{expr: `x_size_bytes{quantile="0.5"}`},
+		{expr: `max by (namespace, deployment) (kube_deployment_spec_replicas{deployment=~"a.*"}) > 0`},
+		{expr: `label_replace(x_calls_total, "component", "auth", "", "") unless on (namespace, component) x_calls_total`, want: "matching on a label component"},
+		{expr: `max by (component) (label_replace(x_calls_total, "component", "auth", "", ""))`},
+		{expr: `x_requests_total and on (instance) (time() - x_calls_total < 1)`},
+		{expr: `x_calls_total{reslt!="ok"}`, want: "x_calls_total has no label reslt"},
+		{expr: `x_requests_total{status=~"5.."}`, want: "x_requests_total has no label status"},
+		{expr: `kube_deployment_spec_replicas{webhook="a"}`, want: "kube_deployment_spec_replicas has no label webhook"},
+		{expr: `x_duration_seconds_sum{le="1"}`, want: "has no label le"},
+		{expr: `sum by (results) (rate(x_calls_total[5m]))`, want: "no series aggregated has a label results"},
+		{expr: `sum without (cod) (rate(x_requests_total[5m]))`, want: "no series aggregated has a label cod"},
+		{expr: `x_requests_total / ignoring (reslt) x_calls_total`, want: "matching on a label reslt"},
+		{expr: `x_requests_total * on (namespace) group_left (deploy) kube_deployment_spec_replicas`, want: "copies a label deploy"},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			e, err := Parser.ParseExpr(tc.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := LabelProblems(e, exported, others)
+			if tc.want == "" {
+				if len(got) > 0 {
+					t.Fatalf("problems %v, want none", got)
+				}
+				return
+			}
+			if len(got) != 1 || !strings.Contains(got[0], tc.want) {
+				t.Fatalf("problems %v, want one containing %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -136,6 +136,44 @@ func TestAlertRules(t *testing.T) {
 		if u := Unknown(names, exported, Others); len(u) > 0 {
 			t.Errorf("%s names metrics that podiam does not export: %v", r.Alert, u)
 		}
+		for _, p := range LabelProblems(r.Parsed, exported, Others) {
+			t.Errorf("%s: %s", r.Alert, p)
+		}
+	}
+}
+
+// TestAlertRulesUnknownLabel proves that TestAlertRules's label check
+// catches a rule using a label its metric lacks: each case breaks one label
+// of the shipped rules.
+func TestAlertRulesUnknownLabel(t *testing.T) {
+	shipped := string(readFile(t, alertsFile))
+	exported, err := Exported()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"a misspelled matcher", `podiam_auth_sts_calls_total{result=~"unreachable|`, `podiam_auth_sts_calls_total{reslt=~"unreachable|`, "no label reslt"},
+		{"another metric's label", `podiam_agent_requests_total{code=~"5.."}`, `podiam_agent_requests_total{status=~"5.."}`, "no label status"},
+		{"a label the metric lacks", `apiserver_admission_webhook_fail_open_count{name=~".*podiam.*"}[10m]`, `apiserver_admission_webhook_fail_open_count{webhook=~".*podiam.*"}[10m]`, "no label webhook"},
+		{"grouping by a missing label", "count by (namespace) (", "count by (node_name) (", "label node_name"},
+		{"matching on a missing label", "and on (namespace, deployment)", "and on (namespace, deploy)", "label deploy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(shipped, tc.old) {
+				t.Fatalf("the rules no longer contain %q: update this case", tc.old)
+			}
+			rules, err := ParseRules([]byte(strings.Replace(shipped, tc.old, tc.new, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var problems []string
+			for _, r := range rules {
+				problems = append(problems, LabelProblems(r.Parsed, exported, Others)...)
+			}
+			if len(problems) != 1 || !strings.Contains(problems[0], tc.want) {
+				t.Errorf("problems %v, want one containing %q", problems, tc.want)
+			}
+		})
 	}
 }
 
@@ -149,9 +187,10 @@ func TestAlertRulesUnknownMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, old, new string }{
-		{"a typo in a podiam metric", "podiam_auth_sts_calls_total{result!=", "podiam_auth_sts_call_total{result!="},
+		{"a typo in a podiam metric", "podiam_auth_sts_calls_total{result=~", "podiam_auth_sts_call_total{result=~"},
 		{"a counter's _bucket", "podiam_agent_requests_total{code=~", "podiam_agent_requests_total_bucket{code=~"},
-		{"another component's metric not listed", "kube_deployment_spec_replicas{deployment=~\"(.+-)?podiam-auth", "kube_deployment_spec_replica{deployment=~\"(.+-)?podiam-auth"},
+		{"a histogram's own name", "podiam_auth_sts_calls_total[5m]", "podiam_auth_sts_call_duration_seconds[5m]"},
+		{"another component's metric not listed", "kube_deployment_spec_replicas{deployment=~\".*podiam.*-auth", "kube_deployment_spec_replica{deployment=~\".*podiam.*-auth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(shipped, tc.old) {
@@ -169,7 +208,7 @@ func TestAlertRulesUnknownMetric(t *testing.T) {
 				}
 				unknown = append(unknown, Unknown(names, exported, Others)...)
 			}
-			want := strings.Split(tc.new, "{")[0]
+			want := strings.FieldsFunc(tc.new, func(r rune) bool { return r == '{' || r == '[' })[0]
 			if !slices.Equal(unknown, []string{want}) {
 				t.Errorf("unknown metrics %v, want [%s]", unknown, want)
 			}
@@ -257,8 +296,24 @@ func TestAlertRulesUnitTests(t *testing.T) {
 		{name: "webhook certificate not read", old: `podiam_webhook_certificate_expiry_timestamp_seconds, "component"`, new: `podiam_webhook_certificate_expiry_timestamp_second, "component"`, failing: "PodiamCertificateExpiringSoon"},
 		{name: "latest replica's expiry", old: "min by (namespace, component)", new: "max by (namespace, component)", failing: "PodiamCertificateExpiring"},
 		{name: "4xx counted as errors", old: `{code=~"5.."}`, new: `{code=~"[45].."}`, failing: "PodiamAgentErrors"},
-		{name: "no replica check ignores spec", old: `kube_deployment_spec_replicas{deployment=~"(.+-)?podiam-auth"} > 0`, new: `kube_deployment_spec_replicas{deployment=~"(.+-)?podiam-auth"} >= 0`, failing: "PodiamAuthNoReadyReplica"},
+		{name: "no replica check ignores spec", old: `max by (namespace, deployment) (kube_deployment_spec_replicas{deployment=~".*podiam.*-auth"}) > 0`, new: `max by (namespace, deployment) (kube_deployment_spec_replicas{deployment=~".*podiam.*-auth"}) >= 0`, failing: "PodiamAuthNoReadyReplica"},
+		// Releases podiam-prod and mypodiam name their objects
+		// podiam-prod-webhook and mypodiam-auth (the chart's fullname).
+		{name: "release names of one form only (webhook)", old: `.*podiam.*-webhook`, new: `(.+-)?podiam-webhook`, failing: "PodiamWebhookNoReadyReplica"},
+		{name: "release names of one form only (auth)", old: `.*podiam.*-auth`, new: `(.+-)?podiam-auth`, failing: "PodiamAuthNoReadyReplica"},
+		{name: "deleted webhook Deployment not seen", old: `webhook_name=~".*podiam.*"`, new: `webhook_name=~"none"`, failing: "PodiamWebhookNoReadyReplica"},
+		{name: "one alert per kube-state-metrics replica", old: `max by (namespace, deployment) (kube_deployment_status_replicas_available{deployment=~".*podiam.*-webhook"})`, new: `kube_deployment_status_replicas_available{deployment=~".*podiam.*-webhook"}`, failing: "PodiamWebhookNoReadyReplica"},
+		{name: "agents counted per kube-state-metrics replica", old: "max by (namespace, daemonset) (kube_daemonset_status_number_unavailable", new: "sum by (namespace, daemonset) (kube_daemonset_status_number_unavailable", failing: "PodiamAgentUnavailable"},
 		{name: "first fail-open missed", old: "offset 10m", new: "offset 1m", failing: "PodiamWebhookFailingOpen"},
+		// Without the API server's start as a gate, an old counter after a
+		// scrape gap, or on a fresh Prometheus, reads as a new failure.
+		{name: "new fail-open series not gated", old: "(time() - process_start_time_seconds < 1200)", new: "(time() - process_start_time_seconds < 1e12)", failing: "PodiamWebhookFailingOpen"},
+		{name: "webhook's own denials counted", old: `, error_type="calling_webhook_error"`, new: ``, failing: "PodiamWebhookUnreachable"},
+		{name: "scraped namespaces not told apart", old: "max by (namespace) (podiam_webhook_ready)", new: `max by (namespace) (podiam_webhook_ready{namespace="none"})`, failing: "PodiamNotScraped"},
+		{name: "trust-policy denials counted", old: `result=~"unreachable|`, new: `result=~"AccessDenied|unreachable|`, failing: "PodiamAuthSTSErrors"},
+		{name: "STS errors without a minimum volume", old: "sum by (namespace) (increase(podiam_auth_sts_calls_total[5m])) >= 20", new: "sum by (namespace) (increase(podiam_auth_sts_calls_total[5m])) >= 0", failing: "PodiamAuthSTSErrors"},
+		{name: "agent errors without a minimum volume", old: "sum by (namespace, pod) (increase(podiam_agent_requests_total[5m])) >= 20", new: "sum by (namespace, pod) (increase(podiam_agent_requests_total[5m])) >= 0", failing: "PodiamAgentErrors"},
+		{name: "one agent alert per node", old: "count by (namespace) (", new: "count by (namespace, pod) (", failing: "PodiamAgentErrors"},
 		{name: "thresholds raised to 10%", old: "> 0.05", new: "> 0.1", failing: "PodiamAuthSTSErrors"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
