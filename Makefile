@@ -15,12 +15,15 @@ export GOTOOLCHAIN := go1.26.10
 all: build
 
 # Release metadata linked into podiam (internal/version; `podiam version`
-# prints it): the version is the chart's appVersion, the date the commit's
-# (SOURCE_DATE_EPOCH overrides it), so two builds of one commit are identical.
+# prints it): the version is the chart's appVersion, the commit HEAD's, with
+# -dirty when the checkout has uncommitted changes (which `make image`
+# refuses), the date the commit's (SOURCE_DATE_EPOCH overrides it), so two
+# builds of one commit are identical. Outside a git checkout the commit and
+# date are empty: unknown.
 VERSION ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' charts/podiam/Chart.yaml)
-COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT  ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && if [ -n "$$(git status --porcelain 2>/dev/null)" ]; then c=$$c-dirty; fi; echo $$c)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
-DATE    ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r $(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+DATE    ?= $(if $(SOURCE_DATE_EPOCH),$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r $(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ))
 VERSION_PKG := github.com/podiam/podiam/internal/version
 LDFLAGS  = -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(DATE)
 
@@ -31,16 +34,24 @@ build:
 # linux/arm64 (static, -trimpath, the same metadata) as an OCI image index in
 # an OCI layout, bin/podiam-image/, and its tarball bin/podiam-image.tar
 # (docker load, skopeo, crane). Prints the index digest: the same for every
-# build of one commit. `make image-push IMAGE=registry/name:tag` pushes it
-# with the Docker config's credentials.
+# build of one commit. A checkout with uncommitted changes is refused:
+# ALLOW_DIRTY=1 builds it anyway, labelled <commit>-dirty, for local use.
+# `make image-push IMAGE=registry/name:tag` pushes it with the Docker
+# config's credentials; IMAGE is required (the default is the release's
+# tag), and a tag that names another index already is not moved unless
+# FORCE=1. The test of hack/image builds the real image too: several CPU
+# minutes of `make test` on a cold build cache (docs/image.md).
 IMAGE ?= ghcr.io/podiam/podiam:$(VERSION)
 .PHONY: image image-push
+ifeq ($(filter image-push,$(MAKECMDGOALS))$(origin IMAGE),image-pushfile)
+$(error make image-push needs IMAGE=registry/name:tag: the default, $(IMAGE), is the release's tag)
+endif
 image:
-	$(GO) run ./hack/image build -version '$(VERSION)' -commit '$(COMMIT)' \
+	$(GO) run ./hack/image build -go '$(GO)' -version '$(VERSION)' -commit '$(COMMIT)' $(if $(ALLOW_DIRTY),-allow-dirty) \
 	  -source-date-epoch '$(SOURCE_DATE_EPOCH)' -tag '$(IMAGE)' -out $(BIN)/podiam-image.tar
 
 image-push: image
-	$(GO) run ./hack/image push -in $(BIN)/podiam-image.tar -image '$(IMAGE)'
+	$(GO) run ./hack/image push -in $(BIN)/podiam-image.tar -image '$(IMAGE)' $(if $(FORCE),-force)
 
 # The chart README's values table, generated from charts/podiam/values.yaml
 # (each key's `# --` comment); `go run ./hack/chartdoc -check` fails when the

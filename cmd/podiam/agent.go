@@ -136,6 +136,9 @@ for the arguments of Amazon's agent.`,
 }
 
 func runAgentCommand(cmd *cobra.Command, f agentFlags) error {
+	if f.backend == backendEKS { // EKS Auth, a public AWS endpoint
+		useFallbackRoots()
+	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return runAgent(ctx, f)

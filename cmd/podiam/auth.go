@@ -116,6 +116,7 @@ association's status, one audit log line per issuance, and serves /healthz,
     --tls-cert=/etc/podiam-auth/tls/tls.crt --tls-key=/etc/podiam-auth/tls/tls.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			useFallbackRoots() // AWS STS
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return runAuth(ctx, *f)

@@ -91,6 +91,7 @@ rounds are retried, so it can run as a Deployment (deploy/issuer-sync).`,
   podiam oidc publish --issuer https://oidc.example.com --to s3://oidc-example --interval 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			useFallbackRoots() // S3
 			if err := f.validate(); err != nil {
 				return err
 			}

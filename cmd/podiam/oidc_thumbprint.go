@@ -41,6 +41,7 @@ the system roots, plus --ca-file for a private CA.`,
     --thumbprint-list $(podiam oidc thumbprint https://oidc.example.com/clusters/prod)`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			useFallbackRoots() // the issuer's public certificate
 			roots, err := rootsWithCAFile(caFile)
 			if err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -21,8 +22,13 @@ import (
 
 // rootsChildEnv makes the test binary, run again by TestFallbackRoots, do the
 // verification in a process whose system roots are what SSL_CERT_FILE and
-// SSL_CERT_DIR say: crypto/x509 loads system roots once per process.
-const rootsChildEnv = "PODIAM_TEST_ROOTS_CHILD"
+// SSL_CERT_DIR say: crypto/x509 loads system roots once per process, and
+// the fallback can be set once only. rootsRegisterEnv=1 makes the child call
+// useFallbackRoots first, as the commands that dial public TLS do.
+const (
+	rootsChildEnv    = "PODIAM_TEST_ROOTS_CHILD"
+	rootsRegisterEnv = "PODIAM_TEST_ROOTS_REGISTER"
+)
 
 // amazonRoot is a public root from the bundle: the one AWS endpoints chain to.
 func amazonRoot(t *testing.T) *x509.Certificate {
@@ -53,19 +59,15 @@ func TestFallbackRootsChild(t *testing.T) {
 	if want == "" {
 		t.Skip("run by TestFallbackRoots")
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		t.Fatalf("SystemCertPool: %v", err)
+	if os.Getenv(rootsRegisterEnv) == "1" {
+		useFallbackRoots()
 	}
-	if pool.Equal(x509.NewCertPool()) {
-		t.Fatal("SystemCertPool is empty")
-	}
-	err = verifyWithSystemRoots(amazonRoot(t))
+	err := verifyWithSystemRoots(amazonRoot(t))
 	switch {
 	case want == "trusted" && err != nil:
 		t.Fatalf("Amazon Root CA 1 not trusted: %v", err)
 	case want == "untrusted" && err == nil:
-		t.Fatal("Amazon Root CA 1 trusted although the system has its own roots")
+		t.Fatal("Amazon Root CA 1 trusted, although the system has roots of its own or nothing installed the fallback")
 	}
 }
 
@@ -86,19 +88,64 @@ func TestFallbackRoots(t *testing.T) {
 	if err := os.WriteFile(ownCA, selfSignedPEM(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	missing := filepath.Join(dir, "missing.pem")
 	for _, tc := range []struct {
-		name, certFile, certDir, want string
+		name, certFile, certDir, register, want string
 	}{
-		{"no system roots: the bundle's", filepath.Join(dir, "missing.pem"), empty, "trusted"},
-		{"empty bundle file: the bundle's", emptyFile, filepath.Join(dir, "missing"), "trusted"},
-		{"system roots of its own: those only", ownCA, empty, "untrusted"},
+		{"no system roots: the bundle's", missing, empty, "1", "trusted"},
+		{"empty bundle file: the bundle's", emptyFile, filepath.Join(dir, "missing"), "1", "trusted"},
+		{"system roots of its own: those only", ownCA, empty, "1", "untrusted"},
+		// podiam version, the webhook, the agent with podiam auth: nothing
+		// parsed at start, so no fallback either.
+		{"not installed by a command that does not dial public TLS", missing, empty, "", "untrusted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestFallbackRootsChild$", "-test.count=1", "-test.v")
-			cmd.Env = append(os.Environ(), rootsChildEnv+"="+tc.want, "SSL_CERT_FILE="+tc.certFile, "SSL_CERT_DIR="+tc.certDir, "GODEBUG=")
+			cmd.Env = append(os.Environ(), rootsChildEnv+"="+tc.want, rootsRegisterEnv+"="+tc.register,
+				"SSL_CERT_FILE="+tc.certFile, "SSL_CERT_DIR="+tc.certDir, "GODEBUG=")
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "--- PASS: TestFallbackRootsChild") {
 				t.Fatalf("child: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestFallbackRootsCommands: the commands that dial public TLS install the
+// fallback roots before anything else (the arguments make each fail right
+// after); the others never do.
+func TestFallbackRootsCommands(t *testing.T) {
+	calls := 0
+	saved := useFallbackRoots
+	useFallbackRoots = func() { calls++ }
+	t.Cleanup(func() { useFallbackRoots = saved })
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"auth (AWS STS)", []string{"auth", "--cluster-name="}, 1},
+		{"agent on EKS (EKS Auth)", []string{"agent", "--backend=eks"}, 1},
+		{"agent server on EKS", []string{"agent", "server", "--backend=eks"}, 1},
+		{"agent with podiam auth", []string{"agent", "--backend=podiam"}, 0},
+		{"oidc publish (S3)", []string{"oidc", "publish", "--issuer", "http://not-https.example.com", "--to", "s3://bucket"}, 1},
+		{"oidc thumbprint", []string{"oidc", "thumbprint", "--ca-file", missing, "https://oidc.example.com"}, 1},
+		{"sts (public issuers' JWKS)", []string{"sts", "--config", missing}, 1},
+		{"version", []string{"version", "-o", "yaml"}, 0},
+		{"policy check", []string{"policy", "check"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls = 0
+			root := newRootCommand()
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			root.SetArgs(tc.args)
+			if err := root.Execute(); err == nil {
+				t.Fatal("the arguments were meant to fail before any work")
+			}
+			if calls != tc.want {
+				t.Errorf("useFallbackRoots called %d times, want %d", calls, tc.want)
 			}
 		})
 	}

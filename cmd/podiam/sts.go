@@ -72,6 +72,7 @@ address. /metrics and /healthz are served over plain HTTP on --metrics-address
   podiam sts --config sts.yaml --address 0.0.0.0 --port 8443 --tls-cert tls.crt --tls-key tls.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			useFallbackRoots() // the JWKS of public issuers (EKS's, S3)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return runSTS(ctx, f)

@@ -40,10 +40,13 @@ type dockerManifestEntry struct {
 }
 
 // writeArchive writes idx as an OCI image layout into dir (replaced whole, so
-// no blob of an earlier build stays) and as a tarball of that layout at
-// tarPath, with the image named tag. Both are byte-identical for the same idx
-// and mtime.
+// no blob of an earlier build stays, but only if it is an OCI layout) and as
+// a tarball of that layout at tarPath, with the image named tag. Both are
+// byte-identical for the same idx and mtime.
 func writeArchive(idx v1.ImageIndex, tag name.Tag, dir, tarPath string, mtime time.Time) error {
+	if err := checkLayoutDir(dir); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("removing the old layout: %w", err)
 	}
@@ -65,6 +68,26 @@ func writeArchive(idx v1.ImageIndex, tag name.Tag, dir, tarPath string, mtime ti
 		return fmt.Errorf("writing %s: %w", dockerManifestFile, err)
 	}
 	return tarDir(dir, tarPath, mtime)
+}
+
+// checkLayoutDir refuses to let writeArchive replace dir unless it is
+// missing or an OCI layout (it has an oci-layout file, as every layout
+// written here has): -out internal.tar must not delete ./internal.
+func checkLayoutDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the layout directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is where the OCI layout goes, but it is a file: choose another -out", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
+		return fmt.Errorf("%s is where the OCI layout goes, but it is a directory that is not one (no oci-layout file), which would be deleted: choose another -out", dir)
+	}
+	return nil
 }
 
 // dockerManifest is manifest.json for Docker's classic store, which loads one

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // tarEntries reads a tarball's headers and file contents by name.
@@ -79,6 +81,7 @@ func checkArchive(t *testing.T, tarPath, tag string, meta Metadata) (v1.ImageInd
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkDockerLoad(t, tarPath, tag, idx)
 	wantRef := tag[strings.LastIndex(tag, ":")+1:]
 	if desc.Annotations[refNameAnnotation] != wantRef || desc.Annotations[imageNameAnnotation] != tag {
 		t.Errorf("index.json names the image %v; want %s=%s, %s=%s", desc.Annotations, refNameAnnotation, wantRef, imageNameAnnotation, tag)
@@ -87,6 +90,64 @@ func checkArchive(t *testing.T, tarPath, tag string, meta Metadata) (v1.ImageInd
 		t.Errorf("index read back has digest %s, index.json says %s", digest, desc.Digest)
 	}
 	return idx, desc
+}
+
+// checkDockerLoad reads the tarball as Docker's classic store does (by
+// manifest.json and the tag) and checks that it gets the index's first image
+// (linux/amd64 as `make image` orders them), config and layers.
+func checkDockerLoad(t *testing.T, tarPath, tag string, idx v1.ImageIndex) {
+	t.Helper()
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := tarball.ImageFromPath(tarPath, &ref)
+	if err != nil {
+		t.Fatalf("reading %s as docker load does: %v", tarPath, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotConfig, err := loaded.ConfigName()
+	if err != nil {
+		t.Fatalf("docker load's config: %v", err)
+	}
+	wantConfig, err := first.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotConfig != wantConfig {
+		t.Errorf("docker load gets config %s, the index's first image (%v) has %s", gotConfig, im.Manifests[0].Platform, wantConfig)
+	}
+	gotLayers, err := loaded.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLayers, err := first.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotLayers) != len(wantLayers) {
+		t.Fatalf("docker load gets %d layers, want %d", len(gotLayers), len(wantLayers))
+	}
+	for i := range gotLayers {
+		got, err := gotLayers[i].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := wantLayers[i].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("docker load's layer %d is %s, want %s", i, got, want)
+		}
+	}
 }
 
 func TestWriteArchive(t *testing.T) {
@@ -100,8 +161,12 @@ func TestWriteArchive(t *testing.T) {
 	}
 	dir := t.TempDir()
 	layoutDir, tarPath := filepath.Join(dir, "podiam-image"), filepath.Join(dir, "podiam-image.tar")
-	// A blob left by an earlier build must not end up in the tarball.
+	// A blob left in the layout of an earlier build must not end up in the
+	// tarball.
 	if err := os.MkdirAll(filepath.Join(layoutDir, "blobs", "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(layoutDir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stale := filepath.Join(layoutDir, "blobs", "sha256", strings.Repeat("0", 64))
@@ -133,6 +198,22 @@ func TestWriteArchive(t *testing.T) {
 	}
 	if !bytes.Equal(first, second) {
 		t.Error("the same index gave two different tarballs")
+	}
+
+	// A directory that is not a layout is never replaced.
+	source := filepath.Join(t.TempDir(), "internal")
+	if err := os.MkdirAll(source, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(source, "code.go"), []byte("package internal\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = writeArchive(idx, tag, source, source+".tar", testMeta.Created)
+	if err == nil || !strings.Contains(err.Error(), "no oci-layout file") {
+		t.Errorf("writing over a source directory: error %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(source, "code.go")); err != nil {
+		t.Errorf("the source directory lost its file: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,20 +24,52 @@ import (
 )
 
 // shared is a directory for the whole test binary: the real image is built
-// once (two cross-compiles of podiam take minutes on a cold cache) and its
-// tests share it.
+// once and its tests share it. What it costs: two cross-compiles of podiam
+// (about 900 packages each, with -trimpath, so nothing is shared with the
+// -race and vet builds of `make test`): several CPU minutes on a cold build
+// cache, seconds on a warm one; about 120 MB on disk while the tests run.
 var shared string
 
+// sharedPrefix names the shared directory, followed by the test process's
+// ID, so that a run can tell a directory of a live run from one that a run
+// killed by its -timeout left (a timeout exits without any cleanup).
+const sharedPrefix = "podiam-image-test-"
+
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "podiam-image-test-")
-	if err != nil {
+	removeLeftovers(os.TempDir())
+	shared = filepath.Join(os.TempDir(), sharedPrefix+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(shared, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	shared = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(shared)
 	os.Exit(code)
+}
+
+// removeLeftovers removes the shared directories in tmp of test processes
+// that are gone: at most the directory of one killed run is ever left, and
+// only until the next run.
+func removeLeftovers(tmp string) {
+	entries, _ := os.ReadDir(tmp) // nothing to clean up when unreadable
+	for _, e := range entries {
+		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), sharedPrefix))
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), sharedPrefix) || err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		os.RemoveAll(filepath.Join(tmp, e.Name()))
+	}
+}
+
+// processAlive reports whether process pid exists (signal 0 checks without
+// sending anything; EPERM means it exists but is another user's).
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 const realTag = "ghcr.io/podiam/podiam:v9.8.7-test"
@@ -69,9 +103,13 @@ func buildImage(dir string) (string, v1.Hash, error) {
 	return tarPath, h, err
 }
 
-// builtImages are two builds of the same tree, one right after the other
-// (the second from the go build cache, in seconds), for every test of the
-// real image; TestImageReproducible compares them.
+// builtImages are two builds of the same tree, one right after the other,
+// for every test of the real image; TestImageReproducible compares them. The
+// second build's compiles are hits in the go build cache (seconds), so the
+// comparison proves that the assembly and the build's settings are
+// deterministic; that the compiler gives the same bytes on another machine
+// is Go's own guarantee for the same release (goRelease) and settings
+// (buildSettings, checked in each binary by checkBuildInfo).
 type builtImages struct {
 	tar, tar2       string
 	digest, digest2 v1.Hash
@@ -230,7 +268,22 @@ func TestImagePush(t *testing.T) {
 // TestRunErrors: bad input is refused with a message that says what to fix,
 // before anything is built or pushed.
 func TestRunErrors(t *testing.T) {
-	good := []string{"-version", "v1.0.0", "-commit", "abc", "-source-date-epoch", "1795752338", "-tag", "ghcr.io/podiam/podiam:v1.0.0"}
+	// -out x.tar puts the layout in x, which a build replaces: never a
+	// directory or file of something else.
+	sourceDir := filepath.Join(t.TempDir(), "internal")
+	if err := os.Mkdir(sourceDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sourceDir, "code.go"), []byte("package internal\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sourceFile := filepath.Join(t.TempDir(), "README")
+	if err := os.WriteFile(sourceFile, []byte("read me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// -out in a directory of the test: should a check fail to stop a build,
+	// nothing lands in the source tree.
+	good := []string{"-version", "v1.0.0", "-commit", "abc", "-source-date-epoch", "1795752338", "-tag", "ghcr.io/podiam/podiam:v1.0.0", "-out", filepath.Join(t.TempDir(), "podiam-image.tar")}
 	with := func(flags ...string) []string { return append(append([]string{"build"}, good...), flags...) }
 	for _, tc := range []struct {
 		name    string
@@ -247,7 +300,13 @@ func TestRunErrors(t *testing.T) {
 		{"no commit", with("-commit", ""), "no commit"},
 		{"stray argument", with("extra"), "unexpected arguments"},
 		{"push without image", []string{"push"}, "-image registry/name:tag is required"},
-		{"push to a bad reference", []string{"push", "-image", "not a ref"}, `image reference "not a ref"`},
+		{"push to a bad reference", []string{"push", "-image", "not a ref"}, `image tag "not a ref"`},
+		{"push to a digest", []string{"push", "-image", "registry.example.com/podiam@sha256:" + strings.Repeat("a", 64)}, "want registry/name:tag"},
+		{"dirty commit", with("-commit", "abc-dirty"), "commit abc-dirty: the checkout has uncommitted changes"},
+		// -allow-dirty gets past that check, to the next one.
+		{"dirty commit allowed", with("-commit", "abc-dirty", "-allow-dirty", "-platforms", "windows/amd64"), `platform "windows/amd64"`},
+		{"layout directory that is a source directory", with("-out", sourceDir+".tar"), "is a directory that is not one (no oci-layout file)"},
+		{"layout directory that is a file", with("-out", sourceFile+".tar"), "it is a file"},
 		{"push without a tag", []string{"push", "-image", "registry.example.com/podiam"}, "want registry/name:tag"},
 		{"push a missing tarball", []string{"push", "-image", "registry.example.com/podiam:v1", "-in", filepath.Join(t.TempDir(), "none.tar")}, "opening the image tarball"},
 	} {
@@ -260,6 +319,47 @@ func TestRunErrors(t *testing.T) {
 			if out.Len() != 0 {
 				t.Errorf("printed %q on failure", out.String())
 			}
+			if _, err := os.Stat(filepath.Join(sourceDir, "code.go")); err != nil {
+				t.Errorf("the source directory lost its file: %v", err)
+			}
+			if _, err := os.Stat(sourceFile); err != nil {
+				t.Errorf("the file next to -out is gone: %v", err)
+			}
 		})
+	}
+}
+
+// TestRemoveLeftovers: a shared directory of a process that is gone is
+// removed; this process's, a live process's and anything else stay.
+func TestRemoveLeftovers(t *testing.T) {
+	tmp := t.TempDir()
+	// A child that has exited and been waited for: its ID names no process
+	// (until the system reuses it, which a test run does not wait for).
+	child := exec.Command("sh", "-c", "exit 0")
+	if err := child.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gonePID := strconv.Itoa(child.Process.Pid)
+	dirs := []struct {
+		name     string
+		wantGone bool
+	}{
+		{sharedPrefix + gonePID, true},
+		{sharedPrefix + strconv.Itoa(os.Getpid()), false},
+		{sharedPrefix + "1", false}, // init: alive (or another user's)
+		{sharedPrefix + "notapid", false},
+		{"podiam-other-" + gonePID, false},
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(tmp, d.name, "0"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeLeftovers(tmp)
+	for _, d := range dirs {
+		_, err := os.Stat(filepath.Join(tmp, d.name))
+		if gone := errors.Is(err, os.ErrNotExist); gone != d.wantGone {
+			t.Errorf("%s: gone %v, want %v", d.name, gone, d.wantGone)
+		}
 	}
 }

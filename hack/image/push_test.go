@@ -110,39 +110,109 @@ func TestPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := testMeta
+	other.Commit = "1111111111111111111111111111111111111111"
+	otherIdx, err := newIndex(fakeBinaries(t, "linux/amd64", "linux/arm64"), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDigest, err := otherIdx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
 	host := newRegistry(t)
+	basicAuth := base64.StdEncoding.EncodeToString([]byte(registryUser + ":" + registryPassword))
 
-	t.Run("with the Docker config's credentials", func(t *testing.T) {
+	// Each step pushes to the registry as the one before left it.
+	for _, tc := range []struct {
+		name        string
+		credentials bool
+		idx         v1.ImageIndex
+		ref         string
+		force       bool
+		wantErr     []string // all of them; none means success
+	}{
+		{name: "with the Docker config's credentials", credentials: true, idx: idx, ref: host + "/podiam/podiam:v9.8.7"},
+		{name: "the same index to the same tag again", credentials: true, idx: idx, ref: host + "/podiam/podiam:v9.8.7"},
+		{name: "other content to an existing tag", credentials: true, idx: otherIdx, ref: host + "/podiam/podiam:v9.8.7",
+			wantErr: []string{host + "/podiam/podiam:v9.8.7 already names", "not this build's " + otherDigest.String(), "-force"}},
+		{name: "other content to a new tag", credentials: true, idx: otherIdx, ref: host + "/podiam/podiam:v9.8.8"},
+		{name: "without credentials", idx: idx, ref: host + "/podiam/other:v9.8.7",
+			wantErr: []string{host + "/podiam/other:v9.8.7", "401"}},
+		{name: "without credentials, forced", idx: idx, ref: host + "/podiam/other:v9.8.7", force: true,
+			wantErr: []string{"pushing to " + host + "/podiam/other:v9.8.7", "401"}},
+		{name: "to a digest", credentials: true, idx: idx, ref: host + "/podiam/podiam@sha256:" + strings.Repeat("a", 64),
+			wantErr: []string{"want registry/name:tag"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			useDockerConfig(t, host, tc.credentials)
+			digest, err := push(context.Background(), tc.idx, tc.ref, tc.force)
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkPulled(t, host, tc.idx, digest)
+				return
+			}
+			if err == nil {
+				t.Fatalf("pushed %s, want an error", digest)
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			for _, secret := range []string{registryPassword, basicAuth} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q shows the registry's credentials", err)
+				}
+			}
+		})
+	}
+	// The refused push left the tag as it was; the forced one moves it.
+	t.Run("other content to an existing tag, forced", func(t *testing.T) {
 		useDockerConfig(t, host, true)
-		digest, err := push(context.Background(), idx, host+"/podiam/podiam:v9.8.7")
+		checkTag(t, host+"/podiam/podiam:v9.8.7", idx)
+		digest, err := push(context.Background(), otherIdx, host+"/podiam/podiam:v9.8.7", true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkPulled(t, host, idx, digest)
-	})
-	t.Run("without credentials", func(t *testing.T) {
-		useDockerConfig(t, host, false)
-		_, err := push(context.Background(), idx, host+"/podiam/other:v9.8.7")
-		if err == nil || !strings.Contains(err.Error(), "pushing to "+host+"/podiam/other:v9.8.7") || !strings.Contains(err.Error(), "401") {
-			t.Fatalf("error %v, want the registry's refusal", err)
-		}
+		checkTag(t, host+"/podiam/podiam:v9.8.7", otherIdx)
+		checkPulled(t, host, otherIdx, digest)
 	})
 }
 
-func TestParseImageRef(t *testing.T) {
+// checkTag: the registry's tag ref names idx.
+func checkTag(t *testing.T, ref string, idx v1.ImageIndex) {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(tag, remote.WithAuth(&authn.Basic{Username: registryUser, Password: registryPassword}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := idx.Digest(); desc.Digest != want {
+		t.Errorf("%s names %s, want %s", ref, desc.Digest, want)
+	}
+}
+
+func TestParseTag(t *testing.T) {
 	for _, tc := range []struct {
 		ref, wantErr string
 	}{
 		{ref: "registry.example.com/podiam:v0.1.0"},
 		{ref: "127.0.0.1:5000/podiam/podiam:v0.1.0"},
-		{ref: "registry.example.com/podiam@sha256:" + strings.Repeat("a", 64)},
+		{ref: "registry.example.com/podiam@sha256:" + strings.Repeat("a", 64), wantErr: "want registry/name:tag"},
+		{ref: "registry.example.com/podiam:v0.1.0@sha256:" + strings.Repeat("a", 64), wantErr: "want registry/name:tag"},
 		{ref: "registry.example.com/podiam", wantErr: "want registry/name:tag"},
-		{ref: "Not A Ref!", wantErr: `image reference "Not A Ref!"`},
+		{ref: "Not A Ref!", wantErr: `image tag "Not A Ref!"`},
 		{ref: "registry.example.com/podiam:", wantErr: "want registry/name:tag"},
-		{ref: "", wantErr: `image reference ""`},
+		{ref: "", wantErr: `image tag ""`},
 	} {
 		t.Run(tc.ref, func(t *testing.T) {
-			_, err := parseImageRef(tc.ref)
+			_, err := parseTag(tc.ref)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

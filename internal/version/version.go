@@ -6,10 +6,11 @@
 //	  -X github.com/podiam/podiam/internal/version.Commit=$(git rev-parse HEAD) \
 //	  -X github.com/podiam/podiam/internal/version.Date=2026-11-27T04:00:00Z"
 //
-// Anything the linker did not set comes from the build information the go
-// command embeds (runtime/debug.ReadBuildInfo): the main module's version for
-// `go install ...@v0.1.0`, and vcs.revision, vcs.time and vcs.modified for a
-// build inside a git checkout.
+// `make build` links "<commit>-dirty" when the checkout has uncommitted
+// changes. Anything the linker did not set comes from the build information
+// the go command embeds (runtime/debug.ReadBuildInfo): the main module's
+// version for `go install ...@v0.1.0` or a checkout at a tag, and
+// vcs.revision, vcs.time and vcs.modified for a build inside a git checkout.
 package version
 
 import (
@@ -52,16 +53,21 @@ var get = sync.OnceValue(func() Info {
 // String is Get().String(): the one-line description the binary logs at start.
 func String() string { return Get().String() }
 
+// shortCommit is how many hex digits of a commit the one-line form shows, as
+// `git log --oneline` does in a large repository; the JSON form has all.
+const shortCommit = 12
+
 // String is the one-line form, e.g.
-// "podiam v0.1.0 (commit 0123abcd…, built 2026-11-27T04:00:00Z) go1.26.10 linux/amd64";
-// the parenthesis is left out when neither commit nor date is known.
+// "podiam v0.1.0 (commit 0123456789ab, built 2026-11-27T04:00:00Z) go1.26.10 linux/amd64";
+// the commit is shortened to 12 hex digits (its -dirty suffix kept), and the
+// parenthesis is left out when neither commit nor date is known.
 func (i Info) String() string {
 	var b strings.Builder
 	b.WriteString("podiam ")
 	b.WriteString(i.Version)
 	var meta []string
 	if i.Commit != "" {
-		meta = append(meta, "commit "+i.Commit)
+		meta = append(meta, "commit "+short(i.Commit))
 	}
 	if i.Date != "" {
 		meta = append(meta, "built "+i.Date)
@@ -71,6 +77,19 @@ func (i Info) String() string {
 	}
 	b.WriteString(" " + i.GoVersion + " " + i.Platform)
 	return b.String()
+}
+
+// short shortens a full hex commit ("<hex>" or "<hex>-dirty") to
+// shortCommit digits; anything else is printed as it is.
+func short(commit string) string {
+	hex, dirty := strings.CutSuffix(commit, "-dirty")
+	if len(hex) <= shortCommit || strings.Trim(hex, "0123456789abcdef") != "" {
+		return commit
+	}
+	if dirty {
+		return hex[:shortCommit] + "-dirty"
+	}
+	return hex[:shortCommit]
 }
 
 // JSON is the indented JSON object `podiam version -o json` prints.
@@ -99,9 +118,7 @@ func resolve(version, commit, date string, bi *debug.BuildInfo) Info {
 	if bi.GoVersion != "" {
 		info.GoVersion = bi.GoVersion
 	}
-	// "(devel)" is what the go command records for a build of a checkout
-	// without a matching tag: no version worth printing.
-	if info.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+	if info.Version == "dev" && moduleVersion(bi.Main.Version) {
 		info.Version = bi.Main.Version
 	}
 	var revision, vcsTime string
@@ -116,14 +133,33 @@ func resolve(version, commit, date string, bi *debug.BuildInfo) Info {
 			modified = s.Value == "true"
 		}
 	}
-	if info.Commit == "" && revision != "" {
+	switch {
+	case info.Commit == "" && revision != "":
 		info.Commit = revision
 		if modified {
 			info.Commit += "-dirty"
 		}
+	case info.Commit == revision && modified:
+		// The linker named the very commit the checkout was at, but the
+		// build compiled uncommitted changes too: the binary is not that
+		// commit. A linked commit the go command did not see (an image
+		// build, -buildvcs=false) is taken as it is.
+		info.Commit += "-dirty"
 	}
 	if info.Date == "" {
 		info.Date = vcsTime
 	}
 	return info
+}
+
+// moduleVersion reports whether v, the main module's version in the build
+// information, says more than the commit and date do: a release tag
+// (v0.1.0, or v0.1.0+dirty for a modified checkout at the tag) or a
+// pseudo-version that follows a tag (v0.1.1-0.20261127040000-0123456789ab).
+// Not "(devel)" (a build outside any checkout, or before Go 1.24), nor a
+// checkout that no tag precedes: since Go 1.24 that is stamped
+// v0.0.0-<date>-<commit>[+dirty], which repeats the commit and date and
+// reads as a release that does not exist.
+func moduleVersion(v string) bool {
+	return v != "" && v != "(devel)" && !strings.HasPrefix(v, "v0.0.0-")
 }

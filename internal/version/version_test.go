@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
-const rev = "9a8ac9b4c1d2e3f4a5b6c7d8e9f00112233445566"
+const rev = "9a8ac9b4c1d2e3f4a5b6c7d8e9f0011223344556" // 40 hex digits, as git prints
 
 func buildInfo(mainVersion string, settings ...string) *debug.BuildInfo {
 	bi := &debug.BuildInfo{GoVersion: "go1.26.10", Main: debug.Module{Path: "github.com/podiam/podiam", Version: mainVersion}}
@@ -44,7 +45,7 @@ func TestResolve(t *testing.T) {
 			wantVersion: "v0.1.0", wantGo: "go1.26.10",
 		},
 		{
-			name: "checkout build: (devel) stays dev, vcs fills commit and date", version: "dev",
+			name: "build outside a module's checkout: (devel) stays dev, vcs fills commit and date", version: "dev",
 			bi:          buildInfo("(devel)", "vcs", "git", "vcs.revision", rev, "vcs.time", "2026-11-26T10:00:00Z", "vcs.modified", "false"),
 			wantVersion: "dev", wantCommit: rev, wantDate: "2026-11-26T10:00:00Z", wantGo: "go1.26.10",
 		},
@@ -54,9 +55,39 @@ func TestResolve(t *testing.T) {
 			wantVersion: "dev", wantCommit: rev + "-dirty", wantGo: "go1.26.10",
 		},
 		{
-			name: "linked commit is not marked dirty by the checkout", version: "v0.1.0", commit: rev,
+			name: "linked commit of a modified checkout is dirty", version: "v0.1.0", commit: rev,
+			bi:          buildInfo("v0.1.0+dirty", "vcs.revision", rev, "vcs.modified", "true"),
+			wantVersion: "v0.1.0", wantCommit: rev + "-dirty", wantGo: "go1.26.10",
+		},
+		{
+			name: "linked dirty commit stays as linked", version: "v0.1.0", commit: rev + "-dirty",
+			bi:          buildInfo("v0.1.0+dirty", "vcs.revision", rev, "vcs.modified", "true"),
+			wantVersion: "v0.1.0", wantCommit: rev + "-dirty", wantGo: "go1.26.10",
+		},
+		{
+			name: "linked commit of a clean checkout", version: "v0.1.0", commit: rev,
+			bi:          buildInfo("v0.1.0", "vcs.revision", rev, "vcs.modified", "false"),
+			wantVersion: "v0.1.0", wantCommit: rev, wantGo: "go1.26.10",
+		},
+		{
+			name: "linked commit the checkout is not at is taken as linked", version: "v0.1.0", commit: rev,
 			bi:          buildInfo("(devel)", "vcs.revision", "ffff", "vcs.modified", "true"),
 			wantVersion: "v0.1.0", wantCommit: rev, wantGo: "go1.26.10",
+		},
+		{
+			name: "checkout with no tag before it (Go 1.24+): the pseudo-version is not a version", version: "dev",
+			bi:          buildInfo("v0.0.0-20261126100000-9a8ac9b4c1d2+dirty", "vcs.revision", rev, "vcs.time", "2026-11-26T10:00:00Z", "vcs.modified", "true"),
+			wantVersion: "dev", wantCommit: rev + "-dirty", wantDate: "2026-11-26T10:00:00Z", wantGo: "go1.26.10",
+		},
+		{
+			name: "checkout after a tag (Go 1.24+): the pseudo-version names it", version: "dev",
+			bi:          buildInfo("v0.1.1-0.20261126100000-9a8ac9b4c1d2", "vcs.revision", rev, "vcs.time", "2026-11-26T10:00:00Z", "vcs.modified", "false"),
+			wantVersion: "v0.1.1-0.20261126100000-9a8ac9b4c1d2", wantCommit: rev, wantDate: "2026-11-26T10:00:00Z", wantGo: "go1.26.10",
+		},
+		{
+			name: "modified checkout at a tag (Go 1.24+)", version: "dev",
+			bi:          buildInfo("v0.1.0+dirty", "vcs.revision", rev, "vcs.modified", "true"),
+			wantVersion: "v0.1.0+dirty", wantCommit: rev + "-dirty", wantGo: "go1.26.10",
 		},
 		{
 			name: "linked version, date from vcs", version: "v0.2.0",
@@ -81,7 +112,13 @@ func TestInfoString(t *testing.T) {
 		want string
 	}{
 		{"everything", Info{"v0.1.0", rev, "2026-11-27T04:00:00Z", "go1.26.10", "linux/arm64"},
-			"podiam v0.1.0 (commit " + rev + ", built 2026-11-27T04:00:00Z) go1.26.10 linux/arm64"},
+			"podiam v0.1.0 (commit 9a8ac9b4c1d2, built 2026-11-27T04:00:00Z) go1.26.10 linux/arm64"},
+		{"dirty commit", Info{"v0.1.0", rev + "-dirty", "", "go1.26.10", "linux/amd64"},
+			"podiam v0.1.0 (commit 9a8ac9b4c1d2-dirty) go1.26.10 linux/amd64"},
+		{"sha256 repository commit", Info{"v0.1.0", strings.Repeat("ab", 32), "", "go1.26.10", "linux/amd64"},
+			"podiam v0.1.0 (commit abababababab) go1.26.10 linux/amd64"},
+		{"commit that is not hex, as linked", Info{"v0.1.0", "release-candidate-branch-1", "", "go1.26.10", "linux/amd64"},
+			"podiam v0.1.0 (commit release-candidate-branch-1) go1.26.10 linux/amd64"},
 		{"commit only", Info{"dev", "abc-dirty", "", "go1.26.10", "linux/amd64"},
 			"podiam dev (commit abc-dirty) go1.26.10 linux/amd64"},
 		{"date only", Info{"dev", "", "2026-11-27T04:00:00Z", "go1.26.10", "linux/amd64"},
