@@ -49,6 +49,7 @@ const (
 // identity webhook spells them so that an existing Deployment can switch images.
 type webhookFlags struct {
 	port, metricsPort                    int
+	address                              string
 	kubeconfig, kubeAPI                  string
 	tlsCert, tlsKey                      string
 	tlsMinVersion, tlsCipherSuites       string
@@ -123,6 +124,7 @@ func webhookCommand() (*cobra.Command, *webhookFlags) {
 	fs := cmd.Flags()
 	fs.IntVar(&f.port, "port", 443, "HTTPS port of the admission endpoint")
 	fs.IntVar(&f.metricsPort, "metrics-port", 9999, "HTTP port of /metrics, /healthz and /readyz (0 disables)")
+	fs.StringVar(&f.address, "address", "", "IP address both ports listen on (empty: every interface)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster, then $KUBECONFIG")
 	fs.StringVar(&f.kubeAPI, "kube-api", "", "API server URL; overrides the server of the kubeconfig or in-cluster config")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -286,7 +288,7 @@ func runWebhook(ctx context.Context, fs *pflag.FlagSet, f webhookFlags) error {
 		webhook.RequireClientCerts(tlsCfg, clientCAs)
 	}
 
-	ln, metricsLn, err := listenPorts("", f.port, f.metricsPort)
+	ln, metricsLn, err := listenPorts(f.address, f.port, f.metricsPort)
 	if err != nil {
 		return err
 	}

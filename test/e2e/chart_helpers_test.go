@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +28,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 
 	"github.com/podiam/podiam/internal/certs"
 	"github.com/podiam/podiam/test/chart"
@@ -182,8 +187,10 @@ type chartInstall struct {
 	objs               []*unstructured.Unstructured
 	// tokens are the ServiceAccount tokens given to the processes.
 	tokens []string
-	dyn    dynamic.Interface
-	mapper meta.ResettableRESTMapper
+	// endpoints are where the rendered Services lead (chart.Wiring).
+	endpoints []chart.Endpoint
+	dyn       dynamic.Interface
+	mapper    meta.ResettableRESTMapper
 }
 
 // installedKinds are the kinds installChart creates.
@@ -207,9 +214,14 @@ func installChart(t *testing.T, ctx context.Context, prefix string, values map[s
 	name := testutil.UniqueName("podiam-" + prefix)
 	ci := &chartInstall{t: t, ctx: ctx, dir: t.TempDir(), release: name, namespace: name}
 	// A variant's namespaceOverride (the EKS agent's kube-system) would
-	// share a namespace with other tests.
-	ci.objs = chartObjects(t, name, name, mergeValues(values, map[string]any{"namespaceOverride": ""}))
+	// share a namespace with other tests. The metrics Services (with the
+	// ServiceMonitors, which are not installed) are rendered so that run
+	// checks where they lead too.
+	ci.objs = chartObjects(t, name, name, mergeValues(values, map[string]any{"namespaceOverride": "", "serviceMonitor": map[string]any{"enabled": true}}))
 	var err error
+	if ci.endpoints, err = chart.Wiring(ci.objs); err != nil {
+		t.Fatalf("release %s: %v", name, err)
+	}
 	if ci.dyn, err = dynamic.NewForConfig(cluster.RESTConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -238,13 +250,16 @@ func installChart(t *testing.T, ctx context.Context, prefix string, values map[s
 	return ci
 }
 
-// isolateWebhooks sets the namespaceSelector of every webhook of
-// configuration u to isolatedLabel=label.
+// isolateWebhooks adds isolatedLabel=label to the namespaceSelector of
+// every webhook of configuration u, keeping what is rendered, which the
+// test's namespaces must then satisfy too.
 func isolateWebhooks(t *testing.T, u *unstructured.Unstructured, label string) {
 	t.Helper()
 	hooks, _, _ := unstructured.NestedSlice(u.Object, "webhooks")
 	for _, h := range hooks {
-		h.(map[string]any)["namespaceSelector"] = map[string]any{"matchLabels": map[string]any{isolatedLabel: label}}
+		if err := unstructured.SetNestedField(h.(map[string]any), label, "namespaceSelector", "matchLabels", isolatedLabel); err != nil {
+			t.Fatalf("webhook %v: the namespaceSelector: %v", h.(map[string]any)["name"], err)
+		}
 	}
 	if err := unstructured.SetNestedSlice(u.Object, hooks, "webhooks"); err != nil {
 		t.Fatal(err)
@@ -438,20 +453,28 @@ type chartProcess struct {
 }
 
 // subcommands say, by podiam subcommand, which flags are its listening
-// ports and which address flags keep it on loopback (a value of "" removes
-// the flag), and whether it takes the in-cluster config's stand-in as
-// --kubeconfig (podiam sts reads the API server only for an OIDC provider of
-// its config, with the config's kubeconfig).
+// ports; which address flags keep it on loopback (a value of "" removes
+// the flag); of those, the ones whose rendered value (or podiam's default,
+// given here, when not rendered) must let other pods in, since a Service
+// or Prometheus reaches the port through them (listen); and whether it
+// takes the in-cluster config's stand-in as --kubeconfig (podiam sts reads
+// the API server only for an OIDC provider of its config, with the
+// config's kubeconfig).
 var subcommands = map[string]struct {
 	ports      []string
 	addresses  map[string]string
+	listen     map[string]string
 	kubeconfig bool
 }{
-	"webhook": {ports: []string{"--port", "--metrics-port"}, kubeconfig: true}, // no address flag
-	"auth":    {ports: []string{"--port", "--metrics-port"}, addresses: map[string]string{"--address": "127.0.0.1"}, kubeconfig: true},
+	"webhook": {ports: []string{"--port", "--metrics-port"}, addresses: map[string]string{"--address": "127.0.0.1"},
+		listen: map[string]string{"--address": ""}, kubeconfig: true},
+	"auth": {ports: []string{"--port", "--metrics-port"}, addresses: map[string]string{"--address": "127.0.0.1"},
+		listen: map[string]string{"--address": ""}, kubeconfig: true},
+	// The link-local --bind-hosts are the node's, for its pods only.
 	"agent": {ports: []string{"--port", "--probe-port", "--metrics-port"}, addresses: map[string]string{
-		"--metrics-address": "127.0.0.1", "--bind-hosts": "", "-b": ""}, kubeconfig: true},
-	"sts":  {ports: []string{"--port", "--metrics-port"}, addresses: map[string]string{"--address": "127.0.0.1", "--metrics-address": "127.0.0.1"}},
+		"--metrics-address": "127.0.0.1", "--bind-hosts": "", "-b": ""}, listen: map[string]string{"--metrics-address": "0.0.0.0"}, kubeconfig: true},
+	"sts": {ports: []string{"--port", "--metrics-port"}, addresses: map[string]string{"--address": "127.0.0.1", "--metrics-address": "127.0.0.1"},
+		listen: map[string]string{"--address": "127.0.0.1", "--metrics-address": "127.0.0.1"}},
 	"oidc": {kubeconfig: true},
 }
 
@@ -470,7 +493,19 @@ var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 //     Secrets read from the API server (waiting for them to exist);
 //   - the in-cluster config becomes --kubeconfig, with a token of the pod's
 //     ServiceAccount bound to pod, as the kubelet mounts it;
-//   - the downward API's fields become the pod's values.
+//   - the downward API's fields become the pod's values;
+//   - the environment is the pod's alone, with PATH, a HOME that does not
+//     exist (the image has none) and a TMPDIR that cannot be written to
+//     when the root filesystem is read-only and no volume is mounted at
+//     /tmp, plus the test's stand-ins (o.env).
+//
+// Before it starts the process it checks what the rewrites would hide: an
+// address flag that would keep a Service's port on the pod's loopback
+// (listen), and every Service port of the release that leads to this
+// workload (chart.Wiring) must lead to a port that a rendered flag listens
+// on, which the process is then dialled at. A ConfigMap or Secret key that
+// is missing and not optional fails the test, as the kubelet would not
+// start the container.
 //
 // Init containers are not run (the agent's adds link-local addresses, which
 // needs NET_ADMIN). The process is killed when the test ends.
@@ -515,10 +550,18 @@ func (ci *chartInstall) run(w workload, pod *corev1.Pod, o runOptions) *chartPro
 	for _, f := range lf.ports {
 		set[f], free = strconv.Itoa(free[0]), free[1:]
 	}
+	listen := maps.Clone(lf.listen) // the rendered listen addresses, unexpanded
+	rendered := map[string]int32{}  // the rendered port flags
 	var args []string
 	for _, a := range c.Args[1:] {
+		if name, value, ok := strings.Cut(a, "="); ok {
+			if _, ok := listen[name]; ok {
+				listen[name] = value
+			}
+		}
 		name, value, hasValue := strings.Cut(expand(a), "=")
 		if n, err := strconv.Atoi(value); err == nil && hasValue && slices.Contains(lf.ports, name) {
+			rendered[name] = int32(n)
 			if port, ok := p.ports[int32(n)]; ok {
 				set[name] = strconv.Itoa(port) // the container port's, which the probes name
 			}
@@ -554,14 +597,24 @@ func (ci *chartInstall) run(w workload, pod *corev1.Pod, o runOptions) *chartPro
 	}
 	p.args = append([]string{c.Args[0]}, args...)
 
-	// The environment: nothing of the machine's own AWS set-up (the SDK
-	// ignores empty variables; of duplicates, exec keeps the last), then the
-	// pod's (paths moved), then the test's.
-	procEnv := []string{
-		"AWS_CONFIG_FILE=" + filepath.Join(dir, "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "no-aws-credentials"),
-		"AWS_PROFILE=", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "AWS_ROLE_ARN=",
-		"AWS_WEB_IDENTITY_TOKEN_FILE=", "AWS_EC2_METADATA_DISABLED=true", "KUBECONFIG=",
+	// What the rewrites of addresses and ports would hide.
+	for _, name := range slices.Sorted(maps.Keys(listen)) {
+		if !podReachable(listen[name], &c) {
+			t.Errorf("podiam %s: %s=%q (rendered, or podiam's default) would listen where no other pod reaches it: want every interface or the pod's IP", p.command, name, listen[name])
+		}
 	}
+	endpoints := ci.endpointsOf(w)
+	for _, ep := range endpoints {
+		if ep.Container != c.Name || !slices.Contains(slices.Collect(maps.Values(rendered)), ep.ContainerPort) {
+			t.Fatalf("podiam %s: %v, a port on which no rendered flag of container %s listens (%v)", p.command, ep, c.Name, rendered)
+		}
+	}
+
+	// The environment: the pod's alone (paths moved), then the test's; none
+	// of the machine's. No instance metadata here: a pod would reach its
+	// node's.
+	procEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(dir, "no-home"),
+		"TMPDIR=" + ci.tmpDir(&c, mounts, dir), "AWS_EC2_METADATA_DISABLED=true"}
 	for _, e := range c.Env {
 		procEnv = append(procEnv, e.Name+"="+mounts.path(env[e.Name]))
 	}
@@ -571,7 +624,7 @@ func (ci *chartInstall) run(w workload, pod *corev1.Pod, o runOptions) *chartPro
 	liveURL := p.probeURL(t, &c, c.LivenessProbe)
 
 	p.logs = new(testutil.SyncBuffer)
-	p.proc, err = harness.StartPodiam(podiamBin, p.logs, procEnv, p.args...)
+	p.proc, err = harness.StartPodiamEnv(podiamBin, p.logs, procEnv, p.args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +645,75 @@ func (ci *chartInstall) run(w workload, pod *corev1.Pod, o runOptions) *chartPro
 			t.Errorf("podiam %s: the liveness probe %s answers %d %v", p.command, liveURL, status, err)
 		}
 	}
+	for _, ep := range endpoints {
+		addr := "127.0.0.1:" + strconv.Itoa(p.ports[ep.ContainerPort])
+		testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, fmt.Sprintf("podiam %s to accept connections of %v", p.command, ep), func() (bool, string) {
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	if len(endpoints) > 0 {
+		t.Logf("podiam %s accepts connections for %v", p.command, endpoints)
+	}
 	return p
+}
+
+// podReachable reports whether listen address value (unexpanded) of
+// container c lets other pods in: every interface, or the pod's IP (a
+// variable of the downward API's status.podIP, or status.hostIP on the
+// node's network).
+func podReachable(value string, c *corev1.Container) bool {
+	switch value {
+	case "", "0.0.0.0", "::", "[::]":
+		return true
+	}
+	m := envRef.FindStringSubmatch(value)
+	if m == nil || m[0] != value {
+		return false
+	}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == m[1] })
+	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil {
+		return false
+	}
+	return slices.Contains([]string{"status.podIP", "status.hostIP"}, c.Env[i].ValueFrom.FieldRef.FieldPath)
+}
+
+// endpointsOf returns the release's Service ports that lead to workload w.
+func (ci *chartInstall) endpointsOf(w workload) []chart.Endpoint {
+	var out []chart.Endpoint
+	for _, ep := range ci.endpoints {
+		if ep.Kind == w.kind && ep.Workload == w.name {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// tmpDir is the process's TMPDIR: the copy of the volume mounted at /tmp,
+// if any; else, when container c's root filesystem is read-only, a path
+// under a regular file, where nothing can be created (even by root, which
+// permissions would not stop); else a writable directory.
+func (ci *chartInstall) tmpDir(c *corev1.Container, mounts *volumeMounts, dir string) string {
+	t := ci.t
+	t.Helper()
+	if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/tmp" }) {
+		return mounts.path("/tmp")
+	}
+	if sc := c.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
+		root := filepath.Join(dir, "read-only-root")
+		if err := os.WriteFile(root, nil, 0o400); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(root, "tmp")
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return tmp
 }
 
 // probeURL is the URL of container c's HTTP probe pr on loopback ("" when
@@ -691,9 +812,11 @@ func (ci *chartInstall) podEnv(pod *corev1.Pod, c *corev1.Container) map[string]
 		case src.ResourceFieldRef != nil:
 			env[e.Name] = resourceValue(t, c, src.ResourceFieldRef)
 		case src.ConfigMapKeyRef != nil:
-			env[e.Name] = ci.configMapData(src.ConfigMapKeyRef.Name, ptrTrue(src.ConfigMapKeyRef.Optional))[src.ConfigMapKeyRef.Key]
+			ref, optional := src.ConfigMapKeyRef, ptrTrue(src.ConfigMapKeyRef.Optional)
+			env[e.Name] = ci.key("ConfigMap", ref.Name, ref.Key, optional, ci.configMapData(ref.Name, optional))
 		case src.SecretKeyRef != nil:
-			env[e.Name] = ci.secretData(src.SecretKeyRef.Name, ptrTrue(src.SecretKeyRef.Optional))[src.SecretKeyRef.Key]
+			ref, optional := src.SecretKeyRef, ptrTrue(src.SecretKeyRef.Optional)
+			env[e.Name] = ci.key("Secret", ref.Name, ref.Key, optional, ci.secretData(ref.Name, optional))
 		default:
 			t.Fatalf("env %s: source %+v is not supported here", e.Name, src)
 		}
@@ -702,6 +825,18 @@ func (ci *chartInstall) podEnv(pod *corev1.Pod, c *corev1.Container) map[string]
 }
 
 func ptrTrue(b *bool) bool { return b != nil && *b }
+
+// key returns key of the data of ConfigMap or Secret name ("" when it is
+// missing and optional). A key that is missing and not optional fails the
+// test: the kubelet would not start the container.
+func (ci *chartInstall) key(kind, name, key string, optional bool, data map[string]string) string {
+	ci.t.Helper()
+	v, ok := data[key]
+	if !ok && !optional {
+		ci.t.Fatalf("%s %s/%s has no key %q, which the pod needs: the kubelet would not start it", kind, ci.namespace, name, key)
+	}
+	return v
+}
 
 // resourceValue is a resourceFieldRef's value, as the kubelet computes it:
 // the quantity divided by the divisor, rounded up.
@@ -815,20 +950,26 @@ func (vm *volumeMounts) write(name, dir string) {
 	}
 	v := vm.spec.Volumes[i]
 	files := map[string]string{}
-	keys := func(data map[string]string, items []corev1.KeyToPath) {
+	// keys copies the items of a ConfigMap's or Secret's data (all of it
+	// without items); a missing key is skipped only when optional.
+	keys := func(kind, source string, optional bool, data map[string]string, items []corev1.KeyToPath) {
 		if len(items) == 0 {
 			maps.Copy(files, data)
 			return
 		}
 		for _, it := range items {
-			files[it.Path] = data[it.Key]
+			if _, ok := data[it.Key]; ok || !optional {
+				files[it.Path] = ci.key(kind, source, it.Key, optional, data)
+			}
 		}
 	}
 	switch {
 	case v.ConfigMap != nil:
-		keys(ci.configMapData(v.ConfigMap.Name, ptrTrue(v.ConfigMap.Optional)), v.ConfigMap.Items)
+		optional := ptrTrue(v.ConfigMap.Optional)
+		keys("ConfigMap", v.ConfigMap.Name, optional, ci.configMapData(v.ConfigMap.Name, optional), v.ConfigMap.Items)
 	case v.Secret != nil:
-		keys(ci.secretData(v.Secret.SecretName, ptrTrue(v.Secret.Optional)), v.Secret.Items)
+		optional := ptrTrue(v.Secret.Optional)
+		keys("Secret", v.Secret.SecretName, optional, ci.secretData(v.Secret.SecretName, optional), v.Secret.Items)
 	case v.EmptyDir != nil:
 	case v.Projected != nil:
 		for _, s := range v.Projected.Sources {
@@ -840,9 +981,11 @@ func (vm *volumeMounts) write(name, dir string) {
 				}
 				files[s.ServiceAccountToken.Path] = ci.token(vm.pod, s.ServiceAccountToken.Audience, seconds)
 			case s.ConfigMap != nil:
-				keys(ci.configMapData(s.ConfigMap.Name, ptrTrue(s.ConfigMap.Optional)), s.ConfigMap.Items)
+				optional := ptrTrue(s.ConfigMap.Optional)
+				keys("ConfigMap", s.ConfigMap.Name, optional, ci.configMapData(s.ConfigMap.Name, optional), s.ConfigMap.Items)
 			case s.Secret != nil:
-				keys(ci.secretData(s.Secret.Name, ptrTrue(s.Secret.Optional)), s.Secret.Items)
+				optional := ptrTrue(s.Secret.Optional)
+				keys("Secret", s.Secret.Name, optional, ci.secretData(s.Secret.Name, optional), s.Secret.Items)
 			default:
 				t.Fatalf("volume %s: projected source %+v is not supported here", name, s)
 			}
@@ -887,26 +1030,99 @@ func (ci *chartInstall) inClusterConfig(pod *corev1.Pod, dir string) string {
 	return path
 }
 
-// crdFor returns a schema-less CRD of kind in group (version v1), which lets
-// the API server accept any object of that kind: a stand-in for another
-// project's CRD (the Prometheus operator's) in dry runs.
-func crdFor(group, kind string) *unstructured.Unstructured {
-	plural := strings.ToLower(kind) + "s"
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiextensions.k8s.io/v1",
-		"kind":       "CustomResourceDefinition",
-		"metadata":   map[string]any{"name": plural + "." + group},
-		"spec": map[string]any{
-			"group": group,
-			"scope": "Namespaced",
-			"names": map[string]any{"kind": kind, "listKind": kind + "List", "plural": plural, "singular": strings.ToLower(kind)},
-			"versions": []any{map[string]any{
-				"name": "v1", "served": true, "storage": true,
-				"schema": map[string]any{"openAPIV3Schema": map[string]any{
-					"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-			}},
-		},
-	}}
+// foreignCRDs serializes installForeignCRD: parallel dry runs install the
+// same CRDs.
+var foreignCRDs sync.Mutex
+
+// foreignCRDSource marks a CRD that installForeignCRD installed from
+// chart.ForeignCRDs, and which file set: another test may have created a
+// schema-less stand-in of the same name first.
+const foreignCRDSource = "podiam.dev/e2e-crd-source"
+
+// installForeignCRD makes the API server serve another project's kind from
+// its real CRD crd (replacing a stand-in of the same name, which accepts
+// anything) and waits until the API server checks objects against its
+// schema: until a strict dry run of sample, an object of that kind, with a
+// field the schema lacks is refused.
+func installForeignCRD(t *testing.T, ctx context.Context, dyn dynamic.Interface, crd, sample *unstructured.Unstructured) {
+	t.Helper()
+	foreignCRDs.Lock()
+	defer foreignCRDs.Unlock()
+	want := crd.DeepCopy()
+	want.SetAnnotations(map[string]string{foreignCRDSource: "test/chart/testdata/crds"})
+	crds := dyn.Resource(crdGVR)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := crds.Get(ctx, want.GetName(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = crds.Create(ctx, want, metav1.CreateOptions{})
+			return err
+		case err != nil:
+			return err
+		case cur.GetAnnotations()[foreignCRDSource] == want.GetAnnotations()[foreignCRDSource]:
+			return nil
+		}
+		want.SetResourceVersion(cur.GetResourceVersion())
+		_, err = crds.Update(ctx, want, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("installing CRD %s: %v", want.GetName(), err)
+	}
+	waitCRDEstablished(t, ctx, dyn, want.GetName())
+
+	probe := sample.DeepCopy()
+	if err := unstructured.SetNestedField(probe.Object, "x", "spec", "podiamUnknownField"); err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "the API server to check "+sample.GetKind()+" against CRD "+want.GetName(), func() (bool, string) {
+		mapper.Reset()
+		err := applyStrict(ctx, dyn, mapper, probe)
+		return err != nil && strings.Contains(err.Error(), "podiamUnknownField"), fmt.Sprintf("a strict dry run of a field the schema lacks: %v", err)
+	})
+}
+
+// dryRunStrict applies every object of objs with a server-side dry run and
+// strict field validation (a field the schema lacks is an error, not a
+// warning) and returns how many objects of each kind it applied. Namespaced
+// objects must be in namespace.
+func dryRunStrict(t *testing.T, ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured, namespace string) map[string]int {
+	t.Helper()
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
+	kinds := map[string]int{}
+	for _, u := range objs {
+		kinds[u.GetKind()]++
+		if ns := u.GetNamespace(); ns != "" && ns != namespace {
+			t.Errorf("%s %s: namespace %q, want %s", u.GetKind(), u.GetName(), ns, namespace)
+			continue
+		}
+		if err := applyStrict(ctx, dyn, mapper, u); err != nil {
+			t.Errorf("server-side dry-run apply of %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	return kinds
+}
+
+// applyStrict applies u with a server-side dry run and strict field
+// validation.
+func applyStrict(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMapper, u *unstructured.Unstructured) error {
+	gvk := u.GroupVersionKind()
+	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return fmt.Errorf("mapping %s: %w", gvk, err)
+	}
+	var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+	}
+	data, err := u.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "podiam-e2e",
+		Force: ptr.To(true), DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
+	return err
 }
 
 // served reports whether the API server serves gvk.

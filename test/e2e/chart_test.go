@@ -44,9 +44,10 @@ var (
 // TestChartDryRun renders the chart for every values combination of its
 // tests (test/chart's Variants), as `helm install podiam -n podiam-system`
 // would, and applies every object to the API server with a server-side dry
-// run: each one must be accepted. Kinds of other projects get a schema-less
-// stand-in CRD first (cert-manager's, the Prometheus operator's), so that
-// the dry run checks everything else for real.
+// run and strict field validation: each one must be accepted, with no field
+// that its schema lacks. Kinds of other projects (cert-manager's, the
+// Prometheus operator's) get those projects' own CRDs first
+// (chart.ForeignCRDs), so that they are checked against their real schemas.
 func TestChartDryRun(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
@@ -77,7 +78,7 @@ func TestChartDryRun(t *testing.T) {
 			if o, _ := v.Values["namespaceOverride"].(string); o != "" {
 				ns = o
 			}
-			kinds := dryRunApply(t, ctx, objs, ns)
+			kinds := dryRunStrict(t, ctx, dyn, objs, ns)
 			t.Logf("%d objects accepted by a dry run: %v", len(objs), kinds)
 		})
 	}
@@ -85,27 +86,29 @@ func TestChartDryRun(t *testing.T) {
 
 // serveKinds makes the API server serve every kind of objs that is not a
 // built-in one: the association CRD (the project's, applied for real: it
-// is the same for every test), cert-manager's kinds, and any other kind of
-// the Prometheus operator as a schema-less CRD. It then waits until
-// discovery lists them.
+// is the same for every test) and the other projects' kinds, from their
+// real CRDs (installForeignCRD). It then waits until discovery lists them.
 func serveKinds(t *testing.T, ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured) {
 	t.Helper()
+	crds, err := chart.ForeignCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := map[string]bool{}
 	for _, u := range objs {
 		gvk := u.GroupVersionKind()
-		if served(gvk) {
+		if crd, ok := chart.CRDFor(crds, gvk.Group, gvk.Version, gvk.Kind); ok {
+			if !done[crd.GetName()] {
+				installForeignCRD(t, ctx, dyn, crd, u)
+				done[crd.GetName()] = true
+			}
 			continue
 		}
-		switch gvk.Group {
-		case v1alpha1.GroupVersion.Group:
+		switch {
+		case served(gvk):
+			continue
+		case gvk.Group == v1alpha1.GroupVersion.Group:
 			installAssociationCRD(t)
-		case "cert-manager.io":
-			installCertManagerCRDs(t, dyn)
-		case "monitoring.coreos.com":
-			crd := crdFor(gvk.Group, gvk.Kind)
-			if _, err := dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "podiam-e2e", Force: true}); err != nil {
-				t.Fatalf("creating the stand-in CRD %s: %v", crd.GetName(), err)
-			}
-			waitCRDEstablished(t, ctx, dyn, crd.GetName())
 		default:
 			t.Fatalf("the chart renders %s, of no CRD the tests know", gvk)
 		}
@@ -296,16 +299,21 @@ func testChartAuthAgent(t *testing.T) {
 		t.Errorf("GetCallerIdentity: %q, want a session of role app for pod app", arn)
 	}
 
-	// The association's status. Every podiam auth running in the shared
-	// API server writes it (alone, with -run Chart, this one does); none of
-	// this one's writes may have been refused (the rendered RBAC's status
-	// rule).
+	// The association's status, written under the rendered RBAC's status
+	// rule. Every podiam auth running in the shared API server writes the
+	// status of every association, so Ready=True alone could be another's
+	// write: only this one learnt the outcome of its STS call, and it must
+	// have written it itself, with none of its writes refused.
 	f.waitReadyCondition(appNS, "app", metav1.ConditionTrue)
-	text := f.metrics(atoi(t, auth.flag(t, "--metrics-port")))
-	if n := metricSum(text, "podiam_auth_status_writes_total", `result="Forbidden"`); n != 0 {
-		t.Errorf("podiam auth's status writes were forbidden %v times", n)
-	}
-	t.Logf("podiam auth wrote %v statuses", metricSum(text, "podiam_auth_status_writes_total", `result="ok"`))
+	metricsPort := atoi(t, auth.flag(t, "--metrics-port"))
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, "podiam auth to count its own status write", func() (bool, string) {
+		text := f.metrics(metricsPort)
+		ok, forbidden := metricSum(text, "podiam_auth_status_writes_total", `result="ok"`), metricSum(text, "podiam_auth_status_writes_total", `result="Forbidden"`)
+		if forbidden != 0 {
+			t.Fatalf("podiam auth's status writes were forbidden %v times", forbidden)
+		}
+		return ok >= 1, fmt.Sprintf("podiam_auth_status_writes_total{result=\"ok\"} = %v", ok)
+	})
 	a.checkLogsClean()
 	for _, p := range []*chartProcess{stsProc, auth, agent} {
 		ci.checkLogs(p)

@@ -11,7 +11,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,10 +34,10 @@ func TestManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// cert-manager is not installed in the test cluster: minimal CRDs for the
-	// two kinds the cert-manager overlay uses (schema: any object) let the API
-	// server accept them, so the dry run checks everything else for real.
-	installCertManagerCRDs(t, dyn)
+	// cert-manager is not installed in the test cluster: its real CRDs
+	// (chart.ForeignCRDs) make the API server check the overlay's Issuer and
+	// Certificate against their schemas.
+	serveKinds(t, ctx, dyn, renderOverlay(t, "cert-manager"))
 	// podiam-system exists for real (TestMain created it): a dry-run create of
 	// namespaced objects needs their namespace.
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
@@ -100,11 +99,18 @@ func renderOverlay(t *testing.T, overlay string) []*unstructured.Unstructured {
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range rm.Resources() {
-		m, err := r.Map()
+		// Through JSON, so that numbers are int64 and float64 as in an
+		// object read from the API (kyaml's map has ints, which DeepCopy
+		// refuses).
+		b, err := r.MarshalJSON()
 		if err != nil {
 			t.Fatalf("%s: %v", r.CurId(), err)
 		}
-		out = append(out, &unstructured.Unstructured{Object: m})
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			t.Fatalf("%s: %v", r.CurId(), err)
+		}
+		out = append(out, u)
 	}
 	if len(out) == 0 {
 		t.Fatalf("kustomize build %s: no objects", dir)
@@ -224,34 +230,5 @@ func checkRendered(t *testing.T, overlay string, objs []*unstructured.Unstructur
 	}
 	if overlay == "cert-manager" && mwc.Annotations["cert-manager.io/inject-ca-from"] != systemNamespace+"/podiam-webhook" {
 		t.Errorf("annotations %v: want cert-manager.io/inject-ca-from=%s/podiam-webhook", mwc.Annotations, systemNamespace)
-	}
-}
-
-// installCertManagerCRDs creates schema-less CRDs for cert-manager's Issuer and
-// Certificate and waits until they are served.
-func installCertManagerCRDs(t *testing.T, dyn dynamic.Interface) {
-	t.Helper()
-	ctx := ctxFor(t, time.Minute)
-	for _, kind := range []string{"Issuer", "Certificate"} {
-		plural := strings.ToLower(kind) + "s"
-		crd := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "apiextensions.k8s.io/v1",
-			"kind":       "CustomResourceDefinition",
-			"metadata":   map[string]any{"name": plural + ".cert-manager.io"},
-			"spec": map[string]any{
-				"group": "cert-manager.io",
-				"scope": "Namespaced",
-				"names": map[string]any{"kind": kind, "listKind": kind + "List", "plural": plural, "singular": strings.ToLower(kind)},
-				"versions": []any{map[string]any{
-					"name": "v1", "served": true, "storage": true,
-					"schema": map[string]any{"openAPIV3Schema": map[string]any{
-						"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-				}},
-			},
-		}}
-		if _, err := dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("creating CRD %s: %v", crd.GetName(), err)
-		}
-		waitCRDEstablished(t, ctx, dyn, crd.GetName())
 	}
 }

@@ -133,6 +133,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 	args := []string{"webhook",
 		"--kubeconfig=" + w.o.Kubeconfig,
 		"--namespace=" + w.o.Namespace,
+		"--address=127.0.0.1",
 		"--port=" + strconv.Itoa(w.o.Port),
 		"--metrics-port=" + strconv.Itoa(w.o.MetricsPort),
 		"--log-format=text",

@@ -53,8 +53,15 @@ type Process struct {
 // StartPodiam starts bin with args, its environment this process's plus env,
 // writing stdout and stderr to out.
 func StartPodiam(bin string, out io.Writer, env []string, args ...string) (*Process, error) {
+	return StartPodiamEnv(bin, out, append(os.Environ(), env...), args...)
+}
+
+// StartPodiamEnv is StartPodiam with env as the whole environment: nothing
+// of this process's, as in a container, where a variable of the machine
+// must not make up for one that a manifest lacks.
+func StartPodiamEnv(bin string, out io.Writer, env []string, args ...string) (*Process, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append([]string{}, env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
