@@ -32,6 +32,7 @@ import (
 
 	"github.com/podiam/podiam/internal/agent"
 	"github.com/podiam/podiam/internal/eksauth"
+	"github.com/podiam/podiam/internal/httpserve"
 	"github.com/podiam/podiam/internal/jwks"
 	"github.com/podiam/podiam/internal/podrequest"
 	"github.com/podiam/podiam/internal/version"
@@ -677,8 +678,8 @@ const (
 	agentMaxConns = 1024
 )
 
-// serveAgent serves until ctx ends, then drains gracefully; it returns the
-// first serving error, after closing every listener.
+// serveAgent serves until ctx ends, then drains gracefully (httpserve.Run);
+// it returns the first serving error, after closing every listener.
 func serveAgent(ctx context.Context, s agentServer) error {
 	logger := s.Logger
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
@@ -690,76 +691,30 @@ func serveAgent(ctx context.Context, s agentServer) error {
 			MaxHeaderBytes: agentMaxHeaderBytes, ErrorLog: errLog,
 		}
 	}
-	type served struct {
-		srv *http.Server
-		ln  net.Listener
-	}
-	var all []served
+	var endpoints []httpserve.Endpoint
 	creds := newServer(s.Handler)
 	maxConns := s.MaxConns
 	if maxConns <= 0 {
 		maxConns = agentMaxConns
 	}
 	for _, ln := range s.Listeners {
-		all = append(all, served{creds, netutil.LimitListener(ln, maxConns)})
+		endpoints = append(endpoints, httpserve.Endpoint{Server: creds, Listener: netutil.LimitListener(ln, maxConns)})
 	}
 	var draining atomic.Bool
 	if s.ProbeListener != nil {
 		mux := http.NewServeMux()
 		webhook.HandleHealth(mux, s.Checks, &draining)
-		all = append(all, served{newServer(mux), s.ProbeListener})
+		endpoints = append(endpoints, httpserve.Endpoint{Server: newServer(mux), Listener: s.ProbeListener})
 	}
 	if s.MetricsListener != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
-		all = append(all, served{newServer(mux), s.MetricsListener})
-	}
-
-	errc := make(chan error, len(all))
-	for _, sv := range all {
-		go func() {
-			if err := sv.srv.Serve(sv.ln); !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serving on %s: %w", sv.ln.Addr(), err)
-				return
-			}
-			errc <- nil
-		}()
+		endpoints = append(endpoints, httpserve.Endpoint{Server: newServer(mux), Listener: s.MetricsListener})
 	}
 	logger.Info("serving", "credentials", addrsOf(s.Listeners), "probes", addrOrNone(s.ProbeListener), "metrics", addrOrNone(s.MetricsListener))
-
-	var err error
-	running := len(all)
-	select {
-	case <-ctx.Done():
-		draining.Store(true)
-		if s.ShutdownDelay > 0 {
-			logger.Info("shutting down: failing readiness, still serving", "delay", s.ShutdownDelay.String())
-			select {
-			case <-time.After(s.ShutdownDelay):
-			case err = <-errc:
-				running--
-			}
-		}
-	case err = <-errc:
-		running--
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
-	defer cancel()
-	seen := map[*http.Server]bool{}
-	for _, sv := range all {
-		if seen[sv.srv] {
-			continue
-		}
-		seen[sv.srv] = true
-		if serr := sv.srv.Shutdown(sctx); serr != nil {
-			err = errors.Join(err, fmt.Errorf("shutting down: %w", serr))
-		}
-	}
-	for ; running > 0; running-- {
-		err = errors.Join(err, <-errc)
-	}
-	logger.Info("stopped serving")
-	return err
+	return httpserve.Run(ctx, httpserve.Options{
+		ShutdownDelay: s.ShutdownDelay, ShutdownTimeout: s.ShutdownTimeout, Draining: &draining, Logger: logger,
+	}, endpoints...)
 }
 
 func addrOrNone(ln net.Listener) string {

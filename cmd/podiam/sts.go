@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/podiam/podiam/internal/httpserve"
 	"github.com/podiam/podiam/internal/sts"
 	"github.com/podiam/podiam/internal/webhook"
 )
@@ -212,7 +213,8 @@ func stateKey(path string, logger *slog.Logger) (sts.StateKey, error) {
 const stsShutdownTimeout = 10 * time.Second
 
 // serveSTS serves h on ln (over TLS when tlsCfg is set) and /metrics and /healthz
-// on metricsLn (when not nil) until ctx is done, then drains both.
+// on metricsLn (when not nil) until ctx is done, then drains both
+// (httpserve.Run, within stsShutdownTimeout).
 func serveSTS(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, h http.Handler,
 	metricsLn net.Listener, gatherer prometheus.Gatherer, logger *slog.Logger) error {
 	newServer := func(h http.Handler) *http.Server {
@@ -227,39 +229,22 @@ func serveSTS(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, h http.H
 		}
 	}
 	api := newServer(h)
-	api.TLSConfig = tlsCfg
-	errc := make(chan error, 2)
-	go func() {
-		if tlsCfg != nil {
-			errc <- api.ServeTLS(ln, "", "")
-			return
-		}
-		errc <- api.Serve(ln)
-	}()
-	servers := []*http.Server{api}
+	apiLn := ln
+	if tlsCfg != nil {
+		// tlsCfg (webhook.TLSConfig) offers HTTP/2 exactly when its suites allow it.
+		api.TLSConfig, apiLn = tlsCfg, tls.NewListener(ln, tlsCfg)
+	}
+	endpoints := []httpserve.Endpoint{{Server: api, Listener: apiLn}}
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		ms := newServer(mux)
-		servers = append(servers, ms)
-		go func() { errc <- ms.Serve(metricsLn) }()
+		endpoints = append(endpoints, httpserve.Endpoint{Server: newServer(mux), Listener: metricsLn})
 		logger.Info("serving metrics", "address", metricsLn.Addr().String())
 	}
 	logger.Info("serving STS", "address", ln.Addr().String(), "tls", tlsCfg != nil)
-	var err error
-	select {
-	case err = <-errc:
-		err = fmt.Errorf("serving STS: %w", err)
-	case <-ctx.Done():
-		logger.Info("shutting down")
+	if err := httpserve.Run(ctx, httpserve.Options{ShutdownTimeout: stsShutdownTimeout, Logger: logger}, endpoints...); err != nil {
+		return fmt.Errorf("serving STS: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stsShutdownTimeout)
-	defer cancel()
-	for _, s := range servers {
-		if serr := s.Shutdown(sctx); serr != nil && err == nil {
-			err = fmt.Errorf("draining requests: %w", serr)
-		}
-	}
-	return err
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/podiam/podiam/internal/httpserve"
 )
 
 // ServeOptions configures a [DocumentHandler].
@@ -267,8 +268,9 @@ func sameFile(a, b fs.FileInfo) bool {
 const ShutdownTimeout = 10 * time.Second
 
 // Serve serves h over TLS on ln until ctx is done, then stops accepting and
-// drains in-flight requests for up to ShutdownTimeout. tlsCfg supplies the
-// certificate (its GetCertificate may reload it). A nil logger means
+// drains in-flight requests for up to ShutdownTimeout (httpserve.Run).
+// tlsCfg supplies the certificate (its GetCertificate may reload it) and, by
+// its NextProtos, whether HTTP/2 is offered. A nil logger means
 // slog.Default().
 func Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, h http.Handler, logger *slog.Logger) error {
 	if logger == nil {
@@ -285,21 +287,10 @@ func Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, h http.Hand
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	logger.Info("serving OIDC documents", "address", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving OIDC documents: %w", err)
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("draining requests: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := httpserve.Run(ctx, httpserve.Options{ShutdownTimeout: ShutdownTimeout, Logger: logger},
+		httpserve.Endpoint{Server: srv, Listener: tls.NewListener(ln, tlsCfg)})
+	if err != nil {
 		return fmt.Errorf("serving OIDC documents: %w", err)
 	}
 	return nil

@@ -3,8 +3,6 @@ package webhook
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log"
 	"log/slog"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/podiam/podiam/internal/httpserve"
 	"github.com/podiam/podiam/internal/metrics"
 )
 
@@ -150,19 +149,21 @@ func HandleHealth(mux *http.ServeMux, checks []ReadyCheck, draining *atomic.Bool
 }
 
 // Serve serves the admission endpoint over TLS on ln and metrics on metricsLn (may
-// be nil) until ctx is done, then drains in-flight requests.
+// be nil) until ctx is done, then drains in-flight requests (httpserve.Run:
+// /readyz fails through ShutdownDelay, then the drain is bounded by
+// ShutdownTimeout, 20 s when zero).
 func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	logger := s.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	servers := []*http.Server{s.httpServer(s.Routes(), errLog, orDefault(s.MaxConnections, DefaultMaxConnections))}
-	servers[0].TLSConfig = s.TLS
-	servers[0].HTTP2 = &http.HTTP2Config{
+	api := s.httpServer(s.Routes(), errLog, orDefault(s.MaxConnections, DefaultMaxConnections))
+	api.TLSConfig = s.TLS
+	api.HTTP2 = &http.HTTP2Config{
 		MaxConcurrentStreams: orDefault(s.HTTP2MaxConcurrentStreams, DefaultHTTP2MaxConcurrentStreams),
 	}
-	lns := []net.Listener{tls.NewListener(ln, s.TLS)}
+	endpoints := []httpserve.Endpoint{{Server: api, Listener: tls.NewListener(ln, s.TLS)}}
 	if metricsLn != nil {
 		// The metrics port gets the same timeouts: without them every idle
 		// keep-alive connection would stay open, and hold memory, forever.
@@ -172,51 +173,13 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 			// default) and refuse durations past the write timeout.
 			msrv.WriteTimeout = profilingWriteTimeout
 		}
-		servers = append(servers, msrv)
-		lns = append(lns, metricsLn)
-	}
-	errc := make(chan error, len(servers))
-	for i := range servers {
-		go func() { errc <- servers[i].Serve(lns[i]) }()
+		endpoints = append(endpoints, httpserve.Endpoint{Server: msrv, Listener: metricsLn})
 	}
 	logger.Info("serving", "address", ln.Addr().String(), "metricsAddress", addr(metricsLn))
-
-	var err error
-	running := len(servers)
-	select {
-	case <-ctx.Done():
-		if s.ShutdownDelay > 0 {
-			s.draining.Store(true)
-			logger.Info("shutting down: failing readiness, still serving", "delay", s.ShutdownDelay.String())
-			select {
-			case <-time.After(s.ShutdownDelay):
-			case err = <-errc:
-				err = fmt.Errorf("serving: %w", err)
-				running--
-			}
-		}
-	case err = <-errc:
-		err = fmt.Errorf("serving: %w", err)
-		running--
-	}
-	timeout := s.ShutdownTimeout
-	if timeout == 0 {
-		timeout = 20 * time.Second
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	for _, srv := range servers {
-		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, fmt.Errorf("shutting down: %w", serr))
-		}
-	}
-	// Each Serve returns once Shutdown has closed its listener; wait for them so
-	// that no listener is left open and no goroutine outlives Serve.
-	for ; running > 0; running-- {
-		<-errc
-	}
-	logger.Info("stopped serving")
-	return err
+	return httpserve.Run(ctx, httpserve.Options{
+		ShutdownDelay: s.ShutdownDelay, ShutdownTimeout: orDefault(s.ShutdownTimeout, 20*time.Second),
+		Draining: &s.draining, Logger: logger,
+	}, endpoints...)
 }
 
 // profilingWriteTimeout is the metrics port's write timeout with profiling on.
