@@ -17,6 +17,13 @@
 #   RUNS     repetitions (default 1); each starts from a fresh control plane
 # To see where the agent's time goes: -perf agent.perf (perf record -g on it
 # during the load), then `perf report -i agent.perf --no-children --sort symbol`.
+# What Kubernetes counts (cgroup v1, as root): -cgroup runs the agent in a
+# memory cgroup of its own and reports its usage, page cache and the
+# kubelet's working set after each phase; the copy below is written by this
+# script, so the executable's pages are charged to it, as to the container
+# runtime that unpacks an image. -cgroup -evict drops them from the page
+# cache first, so that the agent's own faults read them and they are charged
+# to the agent: the worst case.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bin

@@ -31,8 +31,22 @@
 // (nearest rank over every request), errors by kind, the agent's CPU time
 // per request (from /proc/<pid>/stat), the backend calls of each phase (the
 // stand-in's count and the agent's own metrics) and the agent's VmRSS and
-// VmHWM after each phase. With -perf it records the agent with `perf record
-// -g` during the load.
+// VmHWM after each phase and after -idle without requests. With -perf it
+// records the agent with `perf record -g` during the load.
+//
+// With -cgroup the agent runs in a memory cgroup of its own (cgroup v1,
+// created under -cgroup-parent and removed at the end), and each phase also
+// reports what Kubernetes counts: the cgroup's usage, its peak, rss, page
+// cache (mapped, active, inactive), kernel memory and the kubelet's working
+// set (usage less inactive file pages), and how much of the executable is in
+// the page cache; -cgroup-limit sets the group's limit, as a container's. A
+// page of the page cache is charged to the cgroup that read it first: as
+// after a container runtime unpacked the image, the executable's pages are
+// the writer's (bench-agent.sh copies the binary anew). With
+// -evict they are dropped from the page cache before the agent starts
+// (written back, then POSIX_FADV_DONTNEED, checked with mincore), so that
+// the agent's own page faults read them and they are charged to its cgroup:
+// the worst case.
 //
 // Exit status: 0 every target met; 1 a request failed or the backend calls
 // differ from one per pod; 2 setup error; 3 no failure but a target
@@ -45,8 +59,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/podiam/podiam/hack/internal/benchstat"
 )
@@ -67,6 +85,11 @@ type options struct {
 	minRPS          float64
 	maxP99          time.Duration
 	maxRSSMiB       float64
+	idle            time.Duration
+	cgroup          bool
+	cgroupParent    string
+	cgroupLimit     int64
+	evict           bool
 }
 
 func main() {
@@ -93,13 +116,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.minRPS, "min-rps", 20000, "target: answers per second of the load")
 	fs.DurationVar(&o.maxP99, "max-p99", time.Millisecond, "target: p99 latency of the load")
 	fs.Float64Var(&o.maxRSSMiB, "max-rss", 40, "target: the agent's VmHWM in MiB after the load")
+	fs.DurationVar(&o.idle, "idle", 30*time.Second, "after the load, read the agent's memory again after this long without requests (0: not)")
+	fs.BoolVar(&o.cgroup, "cgroup", false, "run the agent in a memory cgroup of its own (cgroup v1) and report its accounting")
+	fs.StringVar(&o.cgroupParent, "cgroup-parent", defaultCgroupParent, "with -cgroup: the memory cgroup to create the agent's in")
+	fs.Func("cgroup-limit", "with -cgroup: the cgroup's memory limit, as a container's (e.g. 32Mi; default none)", func(v string) error {
+		q, err := resource.ParseQuantity(v)
+		if err != nil || q.Value() <= 0 {
+			return fmt.Errorf("want a positive quantity such as 32Mi")
+		}
+		o.cgroupLimit = q.Value()
+		return nil
+	})
+	fs.BoolVar(&o.evict, "evict", false, "drop the executable from the page cache before the agent starts, so that the agent's page faults read it (and, with -cgroup, charge it to the agent's cgroup)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	o.agentArgs, o.agentEnv = strings.Fields(agentArgs), strings.Fields(agentEnv)
-	if fs.NArg() > 0 || o.pods < 1 || o.serviceAccounts < 1 || o.conns < 1 || o.coldConns < 0 || o.dur <= 0 || o.warmup < 0 {
+	if fs.NArg() > 0 || o.pods < 1 || o.serviceAccounts < 1 || o.conns < 1 || o.coldConns < 0 || o.dur <= 0 || o.warmup < 0 || o.idle < 0 {
 		fmt.Fprintln(stderr, "agentload: need -pods, -serviceaccounts, -c >= 1, -d > 0 and no arguments")
 		fs.Usage()
+		return 2
+	}
+	if o.cgroupLimit > 0 && !o.cgroup {
+		fmt.Fprintln(stderr, "agentload: -cgroup-limit needs -cgroup")
 		return 2
 	}
 
@@ -107,6 +146,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	e, err := setUp(ctx, o, stdout)
 	if e != nil {
 		defer e.tearDown(o.keep, stdout)
+		// Interrupted, it still stops what it started and removes the cgroup.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		go func() {
+			if _, ok := <-sigs; ok {
+				e.tearDown(o.keep, stdout)
+				os.Exit(2)
+			}
+		}()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agentload: %v\n", err)
@@ -137,6 +186,10 @@ type snapshot struct {
 	standInConns int64   // connections the agent opened to the stand-in
 	backendCalls float64 // the agent's podiam_agent_backend_calls_total
 	cacheHits    float64
+	// With -cgroup: the agent's cgroup and how much of its executable is in
+	// the page cache.
+	cg  cgroupMemory
+	exe pageCache
 }
 
 func (e *env) snapshot(ctx context.Context) (snapshot, error) {
@@ -163,7 +216,23 @@ func (e *env) snapshot(ctx context.Context) (snapshot, error) {
 	}
 	s.backendCalls = m.Sum("podiam_agent_backend_calls_total")
 	s.cacheHits = m.Sum("podiam_agent_cache_hits_total")
+	if e.cg != nil {
+		if s.cg, err = e.cg.read(); err != nil {
+			return s, err
+		}
+		if s.exe, err = filePageCache(e.exe); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
+}
+
+// writeMemory prints what a snapshot read of the agent's memory.
+func (e *env) writeMemory(out io.Writer, when string, s snapshot) {
+	fmt.Fprintf(out, "%s: %s\n", when, s.mem)
+	if e.cg != nil {
+		fmt.Fprintf(out, "%s: cgroup %s; executable in the page cache %s\n", when, s.cg, s.exe)
+	}
 }
 
 // measure runs the phases and prints what they measured; it returns the
@@ -180,7 +249,8 @@ func measure(ctx context.Context, e *env, o options, out io.Writer) (int, error)
 	if err != nil {
 		return 2, err
 	}
-	fmt.Fprintf(out, "\nagent started: %s; CPU %.2fs\n", s0.mem, s0.cpu.Seconds())
+	fmt.Fprintf(out, "\nagent CPU at start %.2fs\n", s0.cpu.Seconds())
+	e.writeMemory(out, "agent started", s0)
 
 	cold := askOnce(ctx, e.agentAddr, reqs, o.coldConns)
 	s1, err := e.snapshot(ctx)
@@ -201,7 +271,7 @@ func measure(ctx context.Context, e *env, o options, out io.Writer) (int, error)
 	cold.errs.Write(out, "cold")
 	fmt.Fprintf(out, "cold: backend calls: %d at the stand-in (want %d, %d refused) on %d connections, %.0f by the agent's metrics; agent CPU %.2fs\n",
 		coldCalls, o.pods, e.standIn.refused.Load(), s1.standInConns-s0.standInConns, s1.backendCalls-s0.backendCalls, (s1.cpu - s0.cpu).Seconds())
-	fmt.Fprintf(out, "after the %d pods: %s\n", o.pods, s1.mem)
+	e.writeMemory(out, fmt.Sprintf("after the %d pods", o.pods), s1)
 
 	var prof *benchstat.Profile
 	if o.perf != "" {
@@ -255,7 +325,15 @@ func measure(ctx context.Context, e *env, o options, out io.Writer) (int, error)
 	loadCalls := s2.standInCalls - s1.standInCalls
 	fmt.Fprintf(out, "load: backend calls: %d at the stand-in (want 0), %.0f by the agent's metrics; cache hits %.0f\n",
 		loadCalls, s2.backendCalls-s1.backendCalls, s2.cacheHits-s1.cacheHits)
-	fmt.Fprintf(out, "after the load: %s\n", s2.mem)
+	e.writeMemory(out, "after the load", s2)
+	if o.idle > 0 {
+		time.Sleep(o.idle)
+		s3, err := e.snapshot(ctx)
+		if err != nil {
+			return 2, err
+		}
+		e.writeMemory(out, fmt.Sprintf("after %v idle", o.idle), s3)
+	}
 
 	var missed []string
 	if rps < o.minRPS {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -46,6 +47,10 @@ type env struct {
 	metricsURL string
 	// tokens are the app pods' tokens (audience pods.eks.amazonaws.com).
 	tokens []string
+	// cg is the agent's memory cgroup (-cgroup), exe its executable.
+	cg   *memCgroup
+	exe  string
+	done sync.Once
 }
 
 // setUp starts the control plane and the stand-in, creates the node, the
@@ -75,6 +80,25 @@ func setUp(ctx context.Context, o options, out io.Writer) (*env, error) {
 	step(fmt.Sprintf("node %s, %d ServiceAccounts, %d pods on the node and their tokens", nodeName, o.serviceAccounts, o.pods))
 	if e.standIn, err = startStandIn(clusterName); err != nil {
 		return e, err
+	}
+	e.exe = o.podiam
+	if o.cgroup {
+		if e.cg, err = newMemCgroup(o.cgroupParent, o.cgroupLimit); err != nil {
+			return e, err
+		}
+		step("memory cgroup " + e.cg.dir)
+	}
+	if o.evict {
+		left, err := evictPageCache(e.exe)
+		if err != nil {
+			return e, err
+		}
+		if left.Resident > 0 {
+			return e, fmt.Errorf("%s: %s still in the page cache after POSIX_FADV_DONTNEED (does a running process map it?)", e.exe, left)
+		}
+		step(fmt.Sprintf("%s evicted from the page cache (%s left)", e.exe, left))
+	} else if pc, err := filePageCache(e.exe); err == nil {
+		step(fmt.Sprintf("%s in the page cache: %s", e.exe, pc))
 	}
 	if err := e.startAgent(ctx, o); err != nil {
 		return e, err
@@ -146,6 +170,9 @@ func (e *env) startAgent(ctx context.Context, o options) error {
 		args = append([]string{"-c", o.agentCPUs, o.podiam}, args...)
 		bin = "taskset"
 	}
+	if e.cg != nil {
+		bin, args = e.cg.wrap(bin, args)
+	}
 	environ := []string{
 		"AWS_ACCESS_KEY_ID=" + nodeKeyID, "AWS_SECRET_ACCESS_KEY=" + nodeSecret, "AWS_SESSION_TOKEN=",
 		"AWS_REGION=" + region, "AWS_ENDPOINT_URL_EKS_AUTH=" + e.standIn.url,
@@ -160,10 +187,20 @@ func (e *env) startAgent(ctx context.Context, o options) error {
 	return kubefixture.WaitReady(ctx, e.agent, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), "podiam agent", time.Minute)
 }
 
-// tearDown stops the agent, the stand-in and the control plane.
+// tearDown stops the agent, removes its cgroup, stops the stand-in and the
+// control plane; only once, whether the run ended or was interrupted.
 func (e *env) tearDown(keep bool, out io.Writer) {
+	e.done.Do(func() { e.stop(keep, out) })
+}
+
+func (e *env) stop(keep bool, out io.Writer) {
 	if e.agent != nil {
 		e.agent.Stop()
+	}
+	if e.cg != nil {
+		if err := e.cg.remove(); err != nil {
+			fmt.Fprintf(out, "agentload: %v\n", err)
+		}
 	}
 	if e.standIn != nil {
 		e.standIn.stop()
