@@ -431,7 +431,7 @@ func runAuth(ctx context.Context, f authFlags) error {
 // region it uses: flagRegion if set, else the SDK's (AWS_REGION, the
 // profile), else arnRegion (--cluster-arn's). AWS_ENDPOINT_URL_STS and the
 // other SDK settings apply as everywhere.
-func newSTSClient(ctx context.Context, flagRegion, arnRegion string) (*sts.Client, string, error) {
+func newSTSClient(ctx context.Context, flagRegion, arnRegion string, more ...func(*config.LoadOptions) error) (*sts.Client, string, error) {
 	// Many pods of many nodes ask at once: keep enough idle connections to
 	// STS for them to be reused (the SDK keeps 10 per host).
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
@@ -442,12 +442,15 @@ func newSTSClient(ctx context.Context, flagRegion, arnRegion string) (*sts.Clien
 	if flagRegion != "" {
 		opts = append(opts, config.WithRegion(flagRegion))
 	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if arnRegion != "" {
+		// A default, not a fix-up afterwards: the SDK builds the client of
+		// its own credentials (IRSA's AssumeRoleWithWebIdentity) with the
+		// region it resolves here, and fails without one.
+		opts = append(opts, config.WithDefaultRegion(arnRegion))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, append(opts, more...)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("loading the AWS SDK configuration: %w", err)
-	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = arnRegion
 	}
 	if awsCfg.Region == "" {
 		return nil, "", errors.New("no AWS region: set --region or AWS_REGION, or give --cluster-arn")

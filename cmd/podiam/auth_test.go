@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/podiam/podiam/internal/eksauth"
 )
 
@@ -395,3 +396,52 @@ func TestREADMEDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestNewSTSClientRegionFromClusterARN: with IRSA credentials (as the chart's
+// auth.roleArn gives) and no region but --cluster-arn's, the SDK's own
+// AssumeRoleWithWebIdentity call goes to that region's STS, rather than
+// failing with "Missing Region". The HTTP client answers in STS's place.
+func TestNewSTSClientRegionFromClusterARN(t *testing.T) {
+	var hosts []string
+	stand := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		hosts = append(hosts, r.URL.Host)
+		body := `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId>
+<SecretAccessKey>secret</SecretAccessKey><SessionToken>token</SessionToken>
+<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>`
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/xml"}},
+			Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+	})}
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("a.b.c"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"AWS_REGION": "", "AWS_DEFAULT_REGION": "", "AWS_PROFILE": "", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_STS": "", "AWS_EC2_METADATA_DISABLED": "true", "AWS_CA_BUNDLE": "",
+		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
+		"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/podiam-auth", "AWS_WEB_IDENTITY_TOKEN_FILE": token,
+	} {
+		t.Setenv(k, v)
+	}
+	client, region, err := newSTSClient(context.Background(), "", "eu-west-1", config.WithHTTPClient(stand))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if region != "eu-west-1" {
+		t.Errorf("region %q, want eu-west-1 (the cluster ARN's)", region)
+	}
+	creds, err := client.Options().Credentials.Retrieve(context.Background())
+	if err != nil {
+		t.Fatalf("retrieving the IRSA credentials: %v", err)
+	}
+	if creds.AccessKeyID != "ASIAEXAMPLE" || len(hosts) != 1 || hosts[0] != "sts.eu-west-1.amazonaws.com" {
+		t.Errorf("credentials %q from STS hosts %v, want ASIAEXAMPLE from sts.eu-west-1.amazonaws.com", creds.AccessKeyID, hosts)
+	}
+}
+
+// roundTripFunc is an http.RoundTripper of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

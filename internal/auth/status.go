@@ -66,11 +66,13 @@ const (
 	serviceAccountIndex = "serviceAccount"
 	// externalIDContests is how many times, within externalIDContestWindow,
 	// a writer replaces another writer's status.externalId of one
-	// association before it yields for externalIDYield (see
+	// association before it yields for StatusOptions.ExternalIDYield (see
 	// StatusWriter.settleExternalID).
 	externalIDContests      = 3
 	externalIDContestWindow = time.Minute
-	externalIDYield         = 5 * time.Minute
+	// DefaultExternalIDYield is how long a writer keeps another writer's
+	// status.externalId once it has replaced it externalIDContests times.
+	DefaultExternalIDYield = 5 * time.Minute
 )
 
 // Outcome is the result of an STS call made for an association, as a
@@ -200,6 +202,10 @@ type StatusOptions struct {
 	// ReadyHold is the least time between two changes of Ready from one
 	// outcome to another for the same spec; zero means DefaultReadyHold.
 	ReadyHold time.Duration
+	// ExternalIDYield is how long the writer keeps another writer's
+	// status.externalId after replacing it a few times (see
+	// StatusWriter.settleExternalID); zero means DefaultExternalIDYield.
+	ExternalIDYield time.Duration
 }
 
 // StatusWriter keeps the status of every PodIdentityAssociation current:
@@ -252,6 +258,7 @@ type StatusWriter struct {
 	interval time.Duration
 	delay    time.Duration
 	hold     time.Duration
+	yield    time.Duration
 
 	// queue is created by Run, so that a writer that never runs starts no
 	// goroutine.
@@ -305,7 +312,7 @@ var _ StatusReporter = (*StatusWriter)(nil)
 // be called before. It starts nothing.
 func NewStatusWriter(o StatusOptions) *StatusWriter {
 	w := &StatusWriter{client: o.Client, disc: o.Discovery, cluster: o.Cluster, ns: o.Namespace, metrics: o.Metrics,
-		log: o.Logger, resync: o.ResyncPeriod, interval: o.CheckInterval, delay: o.ReportDelay, hold: o.ReadyHold,
+		log: o.Logger, resync: o.ResyncPeriod, interval: o.CheckInterval, delay: o.ReportDelay, hold: o.ReadyHold, yield: o.ExternalIDYield,
 		kick: make(chan struct{}, 1), outcomes: map[string]pendingOutcome{}, reported: map[string]pendingOutcome{},
 		readyChanged: map[string]readyChange{}, contests: map[string]externalIDContest{}}
 	if w.log == nil {
@@ -323,6 +330,9 @@ func NewStatusWriter(o StatusOptions) *StatusWriter {
 	}
 	if w.hold <= 0 {
 		w.hold = DefaultReadyHold
+	}
+	if w.yield <= 0 {
+		w.yield = DefaultExternalIDYield
 	}
 	return w
 }
@@ -573,6 +583,7 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 	w.mu.Unlock()
 
 	var held time.Duration // how long Ready must wait for the outcome (ReadyHold)
+	var retryAt time.Time  // when a yield of status.externalId ends (settleExternalID)
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var pia v1alpha1.PodIdentityAssociation
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &pia); err != nil {
@@ -585,11 +596,20 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 		}
 		var desired v1alpha1.PodIdentityAssociationStatus
 		desired, held = holdReady(pia.Status, DesiredStatus(in), pia.Generation, w.lastReadyChange(key, pia.Generation), in.Now, w.hold)
-		desired.ExternalID = w.settleExternalID(key, pia.Status.ExternalID, desired.ExternalID, in.Now)
+		var yieldUntil time.Time
+		desired.ExternalID, yieldUntil = w.settleExternalID(key, pia.Status.ExternalID, desired.ExternalID, in.Now)
+		if !yieldUntil.IsZero() {
+			// Nothing else may change this association meanwhile: look again
+			// when the yield ends.
+			retryAt = yieldUntil
+		}
 		if apiequality.Semantic.DeepEqual(desired, pia.Status) {
 			return nil
 		}
 		err := w.writeStatus(ctx, u, desired)
+		if err == nil && replacedExternalID(pia.Status.ExternalID, desired.ExternalID) {
+			w.recordContest(key, in.Now)
+		}
 		if err == nil && readyChangedToOutcome(pia.Status, desired, pia.Generation) {
 			w.mu.Lock()
 			w.readyChanged[key] = readyChange{generation: pia.Generation, at: in.Now}
@@ -614,6 +634,9 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	if !retryAt.IsZero() {
+		w.queue.AddAfter(key, time.Until(retryAt))
+	}
 	if held > 0 {
 		// Keep the outcome (or a newer one flushed meanwhile) for when the
 		// hold ends.
@@ -629,55 +652,81 @@ func (w *StatusWriter) sync(ctx context.Context, key string) error {
 }
 
 // settleExternalID returns the status.externalId to write for association
-// key, where stored is the one stored and ours the one this writer computes.
+// key, where stored is the one stored and ours the one this writer computes,
+// and, while the writer yields, when the yield ends (else zero).
 //
 // Replicas that agree on the cluster compute the same external id. Replicas
-// that do not (a --cluster-name or --cluster-arn changed in a rolling
-// update, or set differently by mistake) would each replace the other's
-// value as soon as they saw it, without end. So a writer replaces a value it
-// did not compute at most externalIDContests times within
-// externalIDContestWindow; then it keeps the stored value for
-// externalIDYield, logging why, and tries again after. Every writer yields
-// in turn, so the association is written a few times per externalIDYield
-// instead of continually, and a rolling update still ends with the new
-// replicas' value.
-func (w *StatusWriter) settleExternalID(key, stored, ours string, now time.Time) string {
-	if stored == "" || stored == ours {
-		return ours
+// that do not (a --cluster-name, --region or AWS account that differs, as
+// during a rolling update that changes one) would each replace the other's
+// value as soon as they saw it, without end. So a writer that has replaced
+// a value it did not compute externalIDContests times within
+// externalIDContestWindow (recordContest, after each such write succeeded)
+// keeps the stored value for ExternalIDYield instead, logging why, and
+// tries again after. Every writer yields in turn, so the association is
+// written a few times per ExternalIDYield instead of continually; once the
+// other writer is gone (the old replicas of a rolling update), the first
+// attempt after the yield writes this writer's value for good.
+func (w *StatusWriter) settleExternalID(key, stored, ours string, now time.Time) (string, time.Time) {
+	if !replacedExternalID(stored, ours) {
+		return ours, time.Time{}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c, yielding, started := contestExternalID(w.contests[key], now)
+	c, yielding, started := yieldExternalID(w.contests[key], now, w.yield)
 	w.contests[key] = c
 	if !yielding {
-		return ours
+		return ours, time.Time{}
 	}
 	if started {
-		w.log.Error("another writer keeps setting status.externalId to another value: every podiam auth replica must be "+
-			"started with the same --cluster-name and --cluster-arn; keeping the stored value for now",
-			"association", key, "stored", stored, "ours", ours, "retryIn", externalIDYield)
+		w.log.Error("another writer keeps setting status.externalId to another value: every podiam auth replica must "+
+			"have the same --cluster-name, region (--region, AWS_REGION or --cluster-arn's) and AWS account (its "+
+			"credentials'); the id is <region>/<account>/<cluster>/<namespace>/<serviceAccount>; keeping the stored value for now",
+			"association", key, "stored", stored, "ours", ours, "retryIn", w.yield.String())
 	}
-	return stored
+	return stored, c.yieldUntil
 }
 
-// contestExternalID records, in c, a wish at now to replace another
-// writer's external id and reports whether the writer yields instead (see
-// settleExternalID), and whether it starts to yield with this wish. It is
-// pure.
-func contestExternalID(c externalIDContest, now time.Time) (_ externalIDContest, yield, started bool) {
+// replacedExternalID reports whether writing next over stored replaces an
+// external id another writer computed.
+func replacedExternalID(stored, next string) bool {
+	return stored != "" && stored != next
+}
+
+// recordContest records that this writer replaced another writer's
+// external id of association key at now.
+func (w *StatusWriter) recordContest(key string, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.contests[key]
+	c.times = append(recentContests(c.times, now), now)
+	w.contests[key] = c
+}
+
+// yieldExternalID reports whether a writer whose record of replacements is
+// c yields at now rather than replace another writer's external id again
+// (see settleExternalID), for yieldFor, and whether it starts to yield now.
+// It is pure.
+func yieldExternalID(c externalIDContest, now time.Time, yieldFor time.Duration) (_ externalIDContest, yield, started bool) {
 	if now.Before(c.yieldUntil) {
 		return c, true, false
 	}
+	recent := recentContests(c.times, now)
+	if len(recent) >= externalIDContests {
+		return externalIDContest{yieldUntil: now.Add(yieldFor)}, true, true
+	}
+	return externalIDContest{times: recent}, false, false
+}
+
+// recentContests returns the times of times within externalIDContestWindow
+// before now.
+func recentContests(times []time.Time, now time.Time) []time.Time {
 	recent := make([]time.Time, 0, externalIDContests)
-	for _, t := range c.times {
+	for _, t := range times {
 		if now.Sub(t) < externalIDContestWindow {
 			recent = append(recent, t)
 		}
 	}
-	if len(recent) >= externalIDContests {
-		return externalIDContest{yieldUntil: now.Add(externalIDYield)}, true, true
-	}
-	return externalIDContest{times: append(recent, now)}, false, false
+	return recent
 }
 
 // lastReadyChange returns when this writer last changed the Ready of

@@ -323,10 +323,10 @@ func statusJSON(v any) string {
 	return string(b)
 }
 
-func TestContestExternalID(t *testing.T) {
+func TestYieldExternalID(t *testing.T) {
 	now := time.Date(2026, 1, 2, 4, 0, 0, 0, time.UTC)
 	at := func(ds ...time.Duration) []time.Time {
-		var ts []time.Time
+		ts := []time.Time{}
 		for _, d := range ds {
 			ts = append(ts, now.Add(-d))
 		}
@@ -339,25 +339,39 @@ func TestContestExternalID(t *testing.T) {
 		wantStarted bool
 		want        externalIDContest
 	}{
-		{name: "first replacement", want: externalIDContest{times: []time.Time{now}}},
-		{name: "third within the window", c: externalIDContest{times: at(30*time.Second, time.Second)},
-			want: externalIDContest{times: append(at(30*time.Second, time.Second), now)}},
-		{name: "fourth within the window yields", c: externalIDContest{times: at(50*time.Second, 30*time.Second, time.Second)},
-			wantYield: true, wantStarted: true, want: externalIDContest{yieldUntil: now.Add(externalIDYield)}},
+		{name: "no replacement yet", want: externalIDContest{times: at()}},
+		{name: "two within the window", c: externalIDContest{times: at(30*time.Second, time.Second)},
+			want: externalIDContest{times: at(30*time.Second, time.Second)}},
+		{name: "three within the window: yield", c: externalIDContest{times: at(50*time.Second, 30*time.Second, time.Second)},
+			wantYield: true, wantStarted: true, want: externalIDContest{yieldUntil: now.Add(DefaultExternalIDYield)}},
 		{name: "old replacements are forgotten", c: externalIDContest{times: at(2*time.Minute, 61*time.Second, time.Second)},
-			want: externalIDContest{times: append(at(time.Second), now)}},
+			want: externalIDContest{times: at(time.Second)}},
 		{name: "still yielding", c: externalIDContest{yieldUntil: now.Add(time.Second)},
 			wantYield: true, want: externalIDContest{yieldUntil: now.Add(time.Second)}},
-		{name: "the yield is over", c: externalIDContest{yieldUntil: now},
-			want: externalIDContest{times: []time.Time{now}}},
+		{name: "the yield is over", c: externalIDContest{yieldUntil: now}, want: externalIDContest{times: at()}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, yield, started := contestExternalID(tc.c, now)
+			got, yield, started := yieldExternalID(tc.c, now, DefaultExternalIDYield)
 			if yield != tc.wantYield || started != tc.wantStarted || !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, yield %v, started %v; want %+v, yield %v, started %v",
 					got, yield, started, tc.want, tc.wantYield, tc.wantStarted)
 			}
 		})
+	}
+}
+
+func TestReplacedExternalID(t *testing.T) {
+	for _, tc := range []struct {
+		stored, next string
+		want         bool
+	}{
+		{"", "r/a/c/ns/sa", false},            // the first value
+		{"r/a/c/ns/sa", "r/a/c/ns/sa", false}, // the same
+		{"r/a/old/ns/sa", "r/a/new/ns/sa", true},
+	} {
+		if got := replacedExternalID(tc.stored, tc.next); got != tc.want {
+			t.Errorf("replacedExternalID(%q, %q) = %v, want %v", tc.stored, tc.next, got, tc.want)
+		}
 	}
 }

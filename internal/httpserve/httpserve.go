@@ -36,7 +36,8 @@ type Options struct {
 	ShutdownDelay time.Duration
 	// ShutdownTimeout bounds the graceful drain that follows (see
 	// http.Server.Shutdown); the connections still open then are closed.
-	// Zero closes at once those that are not idle.
+	// Zero gives no time: with any request in flight, every connection is
+	// closed at once and Run reports context.DeadlineExceeded.
 	ShutdownTimeout time.Duration
 	// Draining, when not nil, is set as serving stops (ctx ended or an
 	// endpoint failed), so that a /readyz reading it fails from then on.

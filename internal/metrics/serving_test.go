@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -17,8 +18,12 @@ func TestRegisterServing(t *testing.T) {
 	ca := podiamtestutil.NewCert(t, "ca", nil, false)
 	leaf := podiamtestutil.NewCert(t, "leaf", ca, true)
 	served := leaf.TLSCertificate(ca) // Leaf not set: parsed at scrape time
+	// A Leaf set by the loader is used as it is: one whose NotAfter differs
+	// from the DER's shows which was read.
 	withLeaf := leaf.TLSCertificate()
-	withLeaf.Leaf = leaf.Cert
+	parsedLeaf := *leaf.Cert
+	parsedLeaf.NotAfter = leaf.Cert.NotAfter.Add(time.Hour).Truncate(time.Second)
+	withLeaf.Leaf = &parsedLeaf
 	expiry := leaf.Cert.NotAfter.Unix()
 
 	none := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -47,7 +52,7 @@ podiam_webhook_certificate_expiry_timestamp_seconds ` + strconv.FormatInt(v, 10)
 		want string
 	}{
 		{name: "certificate to parse", cert: serve(&served), want: expiryText(expiry) + ready},
-		{name: "certificate with its leaf", cert: serve(&withLeaf), want: expiryText(expiry) + ready},
+		{name: "certificate with its leaf", cert: serve(&withLeaf), want: expiryText(parsedLeaf.NotAfter.Unix()) + ready},
 		{name: "no certificate yet", cert: none, want: ready},
 		{name: "no certificate source", want: ready},
 		{name: "certificate that does not parse", cert: serve(&garbage), want: ready},

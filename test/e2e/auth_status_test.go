@@ -41,11 +41,14 @@ const statusReportDelay = 100 * time.Millisecond
 // its log.
 func startStatusWriter(t *testing.T, cfg *rest.Config, ns string, hold time.Duration) (*auth.StatusWriter, *auth.Metrics, *testutil.SyncBuffer) {
 	t.Helper()
-	return startStatusWriterOf(t, cfg, ns, hold, statusCluster)
+	w, m, logs, _ := startStatusWriterOf(t, cfg, ns, auth.StatusOptions{ReadyHold: hold, Cluster: statusCluster})
+	return w, m, logs
 }
 
-// startStatusWriterOf is startStatusWriter for the given cluster.
-func startStatusWriterOf(t *testing.T, cfg *rest.Config, ns string, hold time.Duration, cluster auth.Cluster) (*auth.StatusWriter, *auth.Metrics, *testutil.SyncBuffer) {
+// startStatusWriterOf is startStatusWriter with o's ReadyHold, Cluster and
+// ExternalIDYield; it also returns a function that stops the writer before
+// the test ends.
+func startStatusWriterOf(t *testing.T, cfg *rest.Config, ns string, o auth.StatusOptions) (*auth.StatusWriter, *auth.Metrics, *testutil.SyncBuffer, func()) {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -58,21 +61,25 @@ func startStatusWriterOf(t *testing.T, cfg *rest.Config, ns string, hold time.Du
 	m := auth.NewMetrics(prometheus.NewRegistry())
 	logs := new(testutil.SyncBuffer)
 	w := auth.NewStatusWriter(auth.StatusOptions{
-		Client: dyn, Discovery: disc, Cluster: cluster, Namespace: ns, Metrics: m,
+		Client: dyn, Discovery: disc, Cluster: o.Cluster, Namespace: ns, Metrics: m,
 		Logger:        slog.New(slog.NewTextHandler(logs, nil)),
-		CheckInterval: 100 * time.Millisecond, ReportDelay: statusReportDelay, ReadyHold: hold,
+		CheckInterval: 100 * time.Millisecond, ReportDelay: statusReportDelay, ReadyHold: o.ReadyHold,
+		ExternalIDYield: o.ExternalIDYield,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(ctx) })
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		wg.Wait()
+	}
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("status writer log:\n%s", logs.String())
 		}
 	})
-	return w, m, logs
+	return w, m, logs, stop
 }
 
 // ownStatusCluster starts an API server for one test, with the CRD, and
@@ -303,11 +310,13 @@ func TestAuthStatusReportsCollapse(t *testing.T) {
 }
 
 // TestAuthStatusWritersDisagree runs two status writers of different
-// clusters (as replicas with different --cluster-name would be) on an API
-// server of their own: each computes another status.externalId, and without
-// a defence each would replace the other's value as soon as it saw it, for
-// ever. They replace each other a few times, then yield and say why, and
-// the association stops changing.
+// clusters (as replicas with different --cluster-name would be, during a
+// rolling update that changes it) on an API server of their own: each
+// computes another status.externalId, and without a defence each would
+// replace the other's value as soon as it saw it, for ever. They replace
+// each other a few times, then yield and say why, and the association stops
+// changing; once the writer whose value is stored stops (the old replicas
+// are gone), the other writes its own when its yield ends.
 func TestAuthStatusWritersDisagree(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 2*time.Minute)
@@ -321,30 +330,58 @@ func TestAuthStatusWritersDisagree(t *testing.T) {
 	if other.ExternalID(ns, "app") == statusCluster.ExternalID(ns, "app") {
 		t.Fatal("the two clusters give the same external id: the test would prove nothing")
 	}
-	_, m1, logs1 := startStatusWriterOf(t, own.RESTConfig(), ns, time.Second, statusCluster)
-	_, m2, logs2 := startStatusWriterOf(t, own.RESTConfig(), ns, time.Second, other)
+	const yield = 3 * time.Second
+	type writer struct {
+		id   string
+		m    *auth.Metrics
+		logs *testutil.SyncBuffer
+		stop func()
+	}
+	var writers []writer
+	for _, cl := range []auth.Cluster{statusCluster, other} {
+		_, m, logs, stop := startStatusWriterOf(t, own.RESTConfig(), ns, auth.StatusOptions{ReadyHold: time.Second, Cluster: cl, ExternalIDYield: yield})
+		writers = append(writers, writer{cl.ExternalID(ns, "app"), m, logs, stop})
+	}
+	writes := func() float64 { return statusWrites(writers[0].m) + statusWrites(writers[1].m) }
 	newStatusAssociation(t, ctx, c, ns, "app", "app", "arn:aws:iam::111122223333:role/app")
 
 	const yielded = "another writer keeps setting status.externalId"
 	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "a writer yields", func() (bool, string) {
-		return strings.Contains(logs1.String()+logs2.String(), yielded), fmt.Sprintf("writes %v and %v", statusWrites(m1), statusWrites(m2))
+		return strings.Contains(writers[0].logs.String()+writers[1].logs.String(), yielded), fmt.Sprintf("%v writes", writes())
 	})
-	settled := statusWrites(m1) + statusWrites(m2)
-	time.Sleep(2 * time.Second) // a fight would write hundreds of times meanwhile
-	after := statusWrites(m1) + statusWrites(m2)
-	t.Logf("writes until a writer yielded: %v; in the 2 s after: %v", settled, after-settled)
+	settled := writes()
+	time.Sleep(yield / 2) // a fight would write hundreds of times meanwhile
+	after := writes()
+	t.Logf("writes until a writer yielded: %v; in the %v after: %v", settled, yield/2, after-settled)
 	// Each writer: the first status, then at most externalIDContests (3)
 	// replacements before it yields, and a conflict each.
-	if after > 16 || after != settled && after-settled > 4 {
+	if after > 16 || after-settled > 4 {
 		t.Errorf("%v status writes (%v after a writer yielded): the writers keep replacing each other's external id", after, after-settled)
 	}
+
+	// The writer whose value is stored stops: the other's value follows
+	// within its yield, without any other event to wake it.
 	var p v1alpha1.PodIdentityAssociation
 	if err := c.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: "app"}, &p); err != nil {
 		t.Fatal(err)
 	}
-	if id := p.Status.ExternalID; id != statusCluster.ExternalID(ns, "app") && id != other.ExternalID(ns, "app") {
-		t.Errorf("status.externalId %q is neither writer's", id)
+	stays := -1
+	for i, w := range writers {
+		if w.id == p.Status.ExternalID {
+			w.stop()
+			stays = 1 - i
+		}
 	}
+	if stays < 0 {
+		t.Fatalf("status.externalId %q is neither writer's", p.Status.ExternalID)
+	}
+	want := writers[stays].id
+	testutil.Eventually(t, yield+10*time.Second, 100*time.Millisecond, "the remaining writer's external id", func() (bool, string) {
+		if err := c.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: "app"}, &p); err != nil {
+			return false, err.Error()
+		}
+		return p.Status.ExternalID == want, p.Status.ExternalID
+	})
 }
 
 // TestAuthStatusWaitsForCRD runs against an API server of its own, so that
