@@ -2,6 +2,8 @@ package chart
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -106,6 +108,19 @@ func TestValuesReachObjects(t *testing.T) {
 			"ConfigMap", "pod-identity-webhook", nil, "", true},
 		{"no mapping Role without watchConfigMap", map[string]any{"webhook": map[string]any{"watchConfigMap": false}},
 			"Role", "podiam-webhook", nil, "", true},
+		// An unmanaged mapping is written with kubectl: the chart renders no
+		// ConfigMap (none for Helm to reset or for two releases to share) but
+		// still reads it.
+		{"unmanaged mapping: no ConfigMap", map[string]any{"webhook": map[string]any{"manageMapping": false}},
+			"ConfigMap", "pod-identity-webhook", nil, "", true},
+		{"unmanaged mapping: still read", map[string]any{"webhook": map[string]any{"manageMapping": false}},
+			"Role", "podiam-webhook", []string{"rules"}, "resourceNames:[pod-identity-webhook]", false},
+		{"unmanaged mapping: still watched", map[string]any{"webhook": map[string]any{"manageMapping": false}},
+			"Deployment", "podiam-webhook", []string{"spec", "template", "spec", "containers"}, "--watch-config-map", false},
+		{"managed mapping", map[string]any{"webhook": map[string]any{"mapping": map[string]any{"ns/sa": map[string]any{"RoleARN": "arn:aws:iam::111122223333:role/r"}}}},
+			"ConfigMap", "pod-identity-webhook", []string{"data", "config"}, `"RoleARN": "arn:aws:iam::111122223333:role/r"`, false},
+		{"PDB percentage", map[string]any{"webhook": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": "50%"}}},
+			"PodDisruptionBudget", "podiam-webhook", []string{"spec", "minAvailable"}, "50%", false},
 		{"no webhook PDB with one replica", map[string]any{"webhook": map[string]any{"replicas": 1}},
 			"PodDisruptionBudget", "podiam-webhook", nil, "", true},
 		{"no auth PDB with one replica", with("auth", map[string]any{"replicas": 1}),
@@ -394,5 +409,44 @@ func TestNamespacePodSecurity(t *testing.T) {
 				t.Errorf("pod-security.kubernetes.io/enforce = %q, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestExtraArgsDocumented checks that values.yaml tells the one form of
+// extraArgs the schema accepts (each item `--flag=value`: a value in an item
+// of its own, or a single-dash flag, is refused) for every component, and
+// that its examples are accepted.
+func TestExtraArgsDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(Dir(), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	n := 0
+	for i, l := range lines {
+		if strings.TrimSpace(l) != "extraArgs: []" {
+			continue
+		}
+		n++
+		doc := lines[i-1]
+		if !strings.Contains(doc, "# --") || !strings.Contains(doc, "`--flag=value`") {
+			t.Errorf("values.yaml:%d: the comment of extraArgs, %q, does not say `--flag=value`", i+1, strings.TrimSpace(doc))
+		}
+		for _, m := range backticked.FindAllStringSubmatch(doc, -1) {
+			example := strings.Trim(m[1], "[]")
+			if !strings.HasPrefix(example, "--") || strings.Contains(example, "value") {
+				continue // not an example of flags
+			}
+			var items []any
+			for _, f := range strings.Split(example, ", ") {
+				items = append(items, f)
+			}
+			if _, err := Render(map[string]any{"webhook": map[string]any{"extraArgs": items}}); err != nil {
+				t.Errorf("values.yaml:%d: the example %s is refused: %v", i+1, m[1], err)
+			}
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d extraArgs in values.yaml, want 4 (webhook, auth, agent, issuerSync)", n)
 	}
 }

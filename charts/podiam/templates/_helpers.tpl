@@ -88,12 +88,13 @@ image.digest, when set, pins the content (repository:tag@digest).
 
 {{/*
 A memory size in bytes, or "" when it is not one this chart compares: a
-Kubernetes quantity (256Mi, 1Gi, 268435456) or a GOMEMLIMIT (200MiB, 1GiB).
+Kubernetes quantity, binary (256Mi, 1Gi) or decimal (256M, 1G: powers of 10),
+or in bytes (268435456), or a GOMEMLIMIT (200MiB, 1GiB).
 */}}
 {{- define "podiam.bytes" -}}
 {{- $s := toString . -}}
-{{- $units := dict "" 1 "B" 1 "Ki" 1024 "KiB" 1024 "Mi" 1048576 "MiB" 1048576 "Gi" 1073741824 "GiB" 1073741824 "Ti" 1099511627776 "TiB" 1099511627776 -}}
-{{- if regexMatch "^[0-9]+(B|Ki|KiB|Mi|MiB|Gi|GiB|Ti|TiB)?$" $s -}}
+{{- $units := dict "" 1 "B" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "KiB" 1024 "Mi" 1048576 "MiB" 1048576 "Gi" 1073741824 "GiB" 1073741824 "Ti" 1099511627776 "TiB" 1099511627776 -}}
+{{- if regexMatch "^[0-9]+(B|k|M|G|T|Ki|KiB|Mi|MiB|Gi|GiB|Ti|TiB)?$" $s -}}
 {{- $n := regexFind "^[0-9]+" $s -}}
 {{- $unit := trimPrefix $n $s -}}
 {{- mul (atoi $n) (get $units $unit) -}}
@@ -234,4 +235,29 @@ capabilities), restricted otherwise.
 */}}
 {{- define "podiam.podSecurity" -}}
 {{- .Values.namespace.podSecurity | default (ternary "privileged" "restricted" (eq (toString .Values.agent.enabled) "true")) -}}
+{{- end -}}
+
+{{/*
+A PodDisruptionBudget's minAvailable, checked: (list "webhook" $values).
+A count (an integer or a numeric string, which renders as the integer) or a
+percentage, which the API server rounds up (60% of 2 replicas keeps 2).
+Refused when it keeps every replica: such a budget blocks every node drain.
+*/}}
+{{- define "podiam.minAvailable" -}}
+{{- $key := index . 0 -}}
+{{- $c := index . 1 -}}
+{{- $s := toString $c.podDisruptionBudget.minAvailable -}}
+{{- $replicas := int $c.replicas -}}
+{{- $keep := 0 -}}
+{{- if regexMatch "^[0-9]+%$" $s -}}
+{{- $keep = div (add (mul (atoi (trimSuffix "%" $s)) $replicas) 99) 100 -}}
+{{- else if regexMatch "^[0-9]+$" $s -}}
+{{- $keep = atoi $s -}}
+{{- else -}}
+{{- fail (printf "%s.podDisruptionBudget.minAvailable (%s) must be a count or a percentage (50%%)" $key $s) -}}
+{{- end -}}
+{{- if ge (int $keep) $replicas -}}
+{{- fail (printf "%s.podDisruptionBudget.minAvailable (%s) must be below %s.replicas (%d): it keeps %d (a percentage is rounded up), and a budget that keeps every replica blocks node drains" $key $s $key $replicas (int $keep)) -}}
+{{- end -}}
+{{- $s -}}
 {{- end -}}
