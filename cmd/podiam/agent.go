@@ -417,7 +417,7 @@ func newAgentBackend(ctx context.Context, f agentFlags, logger *slog.Logger) (*e
 	// Every pod of the node may miss at once (a restart of the agent): they
 	// share a few connections rather than open one each (250 pods opened
 	// about 190, each a TLS handshake and a share of the memory peak), as
-	// many as the requests the handler lets wait for the backend at once.
+	// many as the backend calls the handler makes at once.
 	// All are kept while idle (fewer made the burst close and redial 100 of
 	// them); those that renewals do not use close after IdleConnTimeout.
 	tr.MaxConnsPerHost = agent.DefaultMaxConcurrentMisses

@@ -13,17 +13,18 @@
 //     *jwks.KeySet), issuer, audience pods.eks.amazonaws.com, time, a bound
 //     pod, and the node named in the token must be this node. The facts of a
 //     verified token are cached by the SHA-256 of the token until it expires,
-//     so a repeated request pays no signature check.
+//     so a repeated request pays no signature check. A few signature checks
+//     run at once (a semaphore of its own, ratelimit.go).
 //   - podLimiter (ratelimit.go) limits the requests of each pod (by UID), not
-//     of the whole node; missLimiter (ratelimit.go) bounds the requests that
-//     verify a token or wait for the backend at once (a node's pods asking
-//     together after an agent restart).
+//     of the whole node.
 //   - credentialCache (credentials.go) keeps each pod's credentials (by pod
 //     UID, with the association that issued them) and calls the Backend
 //     (EKS Auth or `podiam auth`) on a miss, merging concurrent calls for one
 //     pod, and in the background inside the refresh window, limiting the
-//     node's renewals to Options.BackendQPS. Credentials still servable are
-//     served at once, while the backend is slow or fails.
+//     node's renewals to Options.BackendQPS and its backend calls at once to
+//     Options.MaxConcurrentMisses (a node's pods asking together after an
+//     agent restart). Credentials still servable are served at once, while
+//     the backend is slow or fails.
 //   - Metrics (metrics.go) are the Prometheus collectors.
 //
 // Handler.Forget drops what is known of a pod once it is deleted (the pod
@@ -74,10 +75,9 @@ const (
 	DefaultBackendTimeout = 10 * time.Second
 	// DefaultLeeway is the clock skew allowed on token times.
 	DefaultLeeway = 60 * time.Second
-	// DefaultMaxConcurrentMisses bounds the requests that verify a new token
-	// or wait for a pod's first credentials at once: as many as the backend
-	// connections `podiam agent` opens (16), so that waiting longer in the
-	// agent costs no time overall.
+	// DefaultMaxConcurrentMisses bounds the backend calls in flight at once:
+	// as many as the backend connections `podiam agent` opens (16), so that
+	// waiting in the agent rather than for a connection costs no time.
 	DefaultMaxConcurrentMisses = 16
 )
 
@@ -122,7 +122,8 @@ type Options struct {
 	BackendQPS   float64
 	BackendBurst int
 	// BackendTimeout bounds one backend call, which runs detached from the
-	// requests waiting for it; DefaultBackendTimeout when 0.
+	// requests waiting for it, and, apart, the call's wait for its turn
+	// (BackendQPS, MaxConcurrentMisses); DefaultBackendTimeout when 0.
 	BackendTimeout time.Duration
 	// PodRate and PodBurst limit the requests of each pod (by pod UID); 0
 	// PodRate means no limit. PodBurst is 1 when 0.
@@ -131,12 +132,17 @@ type Options struct {
 	// Leeway is the clock skew allowed on a token's exp, nbf and iat;
 	// 0 means none (pass DefaultLeeway).
 	Leeway time.Duration
-	// MaxConcurrentMisses bounds the requests doing what a cache hit does
-	// not: verifying a token's signature, or waiting for a pod's credentials
-	// from the backend (not background renewals). The others wait their turn
-	// while their request lasts, holding little: when every pod of a node
-	// asks at once (after an agent restart), the memory peak is that of a few
-	// verifications and backend calls, not of one per pod.
+	// MaxConcurrentMisses bounds the backend calls in flight at once: a
+	// pod's first credentials (or those after its cached ones expired) and
+	// background renewals. A call holds its slot until it ends, even when
+	// every request waiting for it has given up; the requests of a pod share
+	// its one call and hold no slot. A call waits for a slot up to
+	// BackendTimeout, then fails as limited (503, retry later). When every
+	// pod of a node asks at once (after an agent restart), or the backend is
+	// slow, the backend calls in flight (and their memory) stay this few.
+	// Signature checks have their own bound and never wait for the backend:
+	// a pod whose credentials are cached is answered, its rotated token
+	// verified, while the backend is down.
 	// DefaultMaxConcurrentMisses when 0; negative is refused.
 	MaxConcurrentMisses int
 

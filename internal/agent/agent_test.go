@@ -101,7 +101,8 @@ func unsigned(t testing.TB, c claims) string {
 }
 
 // fakeBackend issues credentials valid for life from the clock, or fails with
-// err; it counts calls and may hold them until release is closed.
+// err; it counts calls, and those running at once, and may hold them until
+// hold is closed.
 type fakeBackend struct {
 	clock *clock
 	mu    sync.Mutex
@@ -112,6 +113,8 @@ type fakeBackend struct {
 	errFor func(token string) error
 	calls  atomic.Int64
 	seq    atomic.Int64
+	// running is the calls running now, max the most that ran at once.
+	running, max atomic.Int64
 }
 
 func (b *fakeBackend) set(life time.Duration, err error) {
@@ -122,6 +125,10 @@ func (b *fakeBackend) set(life time.Duration, err error) {
 
 func (b *fakeBackend) AssumeRoleForPodIdentity(ctx context.Context, clusterName, token string) (*eksauth.Output, error) {
 	b.calls.Add(1)
+	n := b.running.Add(1)
+	defer b.running.Add(-1)
+	for m := b.max.Load(); n > m && !b.max.CompareAndSwap(m, n); m = b.max.Load() {
+	}
 	b.mu.Lock()
 	life, err, hold := b.life, b.err, b.hold
 	if b.errFor != nil && err == nil {
@@ -141,14 +148,14 @@ func (b *fakeBackend) AssumeRoleForPodIdentity(ctx context.Context, clusterName,
 	if clusterName != testCluster || token == "" {
 		return nil, eksauth.NewError(eksauth.CodeInvalidRequest, "unexpected call")
 	}
-	n := b.seq.Add(1)
+	seq := b.seq.Add(1)
 	return &eksauth.Output{
 		Subject:                eksauth.Subject{Namespace: testNS, ServiceAccount: testSA},
 		Audience:               eksauth.Audience,
 		PodIdentityAssociation: eksauth.PodIdentityAssociation{AssociationID: "a-1234"},
 		AssumedRoleUser:        eksauth.AssumedRoleUser{Arn: "arn:aws:sts::" + testAccount + ":assumed-role/cart/eks-test-cluster-cart"},
 		Credentials: eksauth.Credentials{
-			AccessKeyID:     "ASIA" + string(rune('A'+n%26)),
+			AccessKeyID:     "ASIA" + string(rune('A'+seq%26)),
 			SecretAccessKey: testSecret,
 			SessionToken:    testSession,
 			Expiration:      b.clock.now().Add(life),

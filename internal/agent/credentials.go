@@ -58,6 +58,10 @@ var (
 	// errBackendBusy is a backend call that could not start within its
 	// timeout because of the node's backend rate limit (Options.BackendQPS).
 	errBackendBusy = errors.New("too many backend calls on this node (--max-service-qps)")
+	// errBackendSaturated is a backend call that found no free slot within
+	// its timeout: the node's calls at once (Options.MaxConcurrentMisses)
+	// were all taken by calls the credential service was slow to answer.
+	errBackendSaturated = errors.New("every backend call this node may make at once is taken (the credential service is slow)")
 	// errPodDeleted is the answer for a pod forgotten (deleted) while its
 	// credentials were being fetched.
 	errPodDeleted = errors.New("the pod was deleted")
@@ -166,8 +170,10 @@ type credentialCache struct {
 	log      *slog.Logger
 
 	flight singleflight.Group // keyed by pod UID
-	// misses bounds the requests waiting for the backend at once.
-	misses missLimiter
+	// calls bounds the backend calls in flight (Options.MaxConcurrentMisses):
+	// each call holds a slot from its start to its end, whether requests
+	// still wait for it or not; requests hold none.
+	calls semaphore
 	// renewalDone, when set (by tests), is called at the end of each
 	// background renewal.
 	renewalDone func()
@@ -179,10 +185,10 @@ type credentialCache struct {
 	tombstones *lru[string, time.Time]
 }
 
-func newCredentialCache(o *Options, misses missLimiter) *credentialCache {
+func newCredentialCache(o *Options) *credentialCache {
 	c := &credentialCache{
 		backend: o.Backend, cluster: o.ClusterName, timeout: o.BackendTimeout, maxRetention: o.MaxRetention,
-		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger, misses: misses,
+		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger, calls: newSemaphore(o.MaxConcurrentMisses),
 		entries:    newLRU[string, *credSlot](o.MaxCacheSize),
 		tombstones: newLRU[string, time.Time](maxTombstones),
 	}
@@ -211,7 +217,9 @@ type fetched struct {
 // renewal is retried no sooner than retryAfterFailure; one refused for the
 // pod (no association any more, token refused) drops the cached credentials,
 // so that the next request gets the refusal. Only a pod with nothing servable
-// waits for the backend, merged with the other requests of the pod.
+// waits for the backend, merged with the other requests of the pod: the
+// pod's one call waits for a backend slot (Options.MaxConcurrentMisses), its
+// requests hold none.
 func (c *credentialCache) get(ctx context.Context, pt *podToken, token string) (*credEntry, *refusal) {
 	if e := c.servable(ctx, pt, token); e != nil {
 		c.m.hit()
@@ -220,16 +228,7 @@ func (c *credentialCache) get(ctx context.Context, pt *podToken, token string) (
 	c.m.miss()
 	// Nothing servable: not a renewal, so not held back by the node's
 	// backend limit, unless there is no cache (then every call is limited,
-	// as in Amazon's agent). The wait takes one of the handler's miss slots;
-	// while this request waited for it, another of the pod may have been
-	// answered, so the cache is looked at again.
-	if !c.misses.acquire(ctx) {
-		return nil, refuse(http.StatusServiceUnavailable, "the request ended while waiting for its turn to ask the credential service: %v", ctx.Err())
-	}
-	defer c.misses.release()
-	if e := c.servable(ctx, pt, token); e != nil {
-		return e, nil
-	}
+	// as in Amazon's agent).
 	e, err := c.await(ctx, pt, token, c.disabled)
 	if err == nil {
 		return e, nil
@@ -284,6 +283,11 @@ func (c *credentialCache) await(ctx context.Context, pt *podToken, token string,
 	// first one left.
 	detached := context.WithoutCancel(ctx)
 	ch := c.flight.DoChan(pt.PodUID, func() (any, error) {
+		// The pod's previous call may have ended between this request's
+		// look at the cache and the start of this call.
+		if e := c.cached(pt.PodUID); e != nil {
+			return &fetched{e: e, token: token}, nil
+		}
 		e, err := c.fetch(detached, pt, token, limited)
 		return &fetched{e: e, token: token}, err
 	})
@@ -299,6 +303,18 @@ func (c *credentialCache) await(ctx context.Context, pt *podToken, token string,
 		return c.fetch(ctx, pt, token, limited)
 	}
 	return f.e, res.Err
+}
+
+// cached returns the pod's cached credentials while they may be served, nil
+// when there are none; unlike servable, it starts no renewal.
+func (c *credentialCache) cached(podUID string) *credEntry {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slot, ok := c.entries.get(podUID); ok && now.Before(slot.e.staleUntil) {
+		return slot.e
+	}
+	return nil
 }
 
 // renewInBackground starts a renewal of the pod's credentials (merged with a
@@ -368,17 +384,19 @@ func (c *credentialCache) logFailure(msg string, pt *podToken, r *refusal, err e
 // must not wait behind other pods' renewals (after an agent restart, or after
 // a backend outage longer than the credentials' lifetime, every pod of the
 // node asks at once); they are bounded by the pods on the node, each merged
-// into one call at a time. A limited call held back past its timeout fails
-// with errBackendBusy.
+// into one call at a time. Every call, limited or not, holds one of the
+// node's backend slots while it runs (turn), so that calls left running by
+// requests that gave up cannot pile up. A call held back past its timeout
+// fails with errBackendBusy or errBackendSaturated; once started, it has a
+// timeout of its own.
 func (c *credentialCache) fetch(ctx context.Context, pt *podToken, token string, limited bool) (*credEntry, error) {
+	if err := c.turn(ctx, limited); err != nil {
+		c.m.backendLimited()
+		return nil, err
+	}
+	defer c.calls.release()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	if c.qps != nil && limited {
-		if err := c.qps.Wait(ctx); err != nil {
-			c.m.backendLimited()
-			return nil, errBackendBusy
-		}
-	}
 	start := time.Now()
 	out, err := c.backend.AssumeRoleForPodIdentity(ctx, c.cluster, token)
 	c.m.backendCall(resultOf(err), time.Since(start).Seconds())
@@ -402,6 +420,24 @@ func (c *credentialCache) fetch(ctx context.Context, pt *podToken, token string,
 	c.log.Info("credentials issued", "pod", pt.PodName, "namespace", pt.Namespace,
 		"serviceAccount", pt.ServiceAccount, "associationId", e.AssociationID, "expiration", e.Expiration)
 	return e, nil
+}
+
+// turn waits, at most the backend timeout, for a backend call's turn: the
+// node's backend limit for a limited call, then a free backend slot, which
+// the caller must release. The limit comes first, so that a renewal waiting
+// for it holds no slot that a pod's first credentials need.
+func (c *credentialCache) turn(ctx context.Context, limited bool) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if c.qps != nil && limited {
+		if err := c.qps.Wait(ctx); err != nil {
+			return errBackendBusy
+		}
+	}
+	if !c.calls.acquire(ctx) {
+		return errBackendSaturated
+	}
+	return nil
 }
 
 // forget drops the pod's credentials and remembers the pod as deleted: its
@@ -478,7 +514,7 @@ func agentsOwnFailure(err error) bool {
 // later and 500 otherwise. Every answer below 500 is a refusal of the pod.
 func (c *credentialCache) refusalFor(err error, pt *podToken) *refusal {
 	switch {
-	case errors.Is(err, errBackendBusy):
+	case errors.Is(err, errBackendBusy), errors.Is(err, errBackendSaturated):
 		return refuse(http.StatusServiceUnavailable, "%v; retry later", err)
 	case errors.Is(err, errPodDeleted):
 		return refuse(http.StatusForbidden, "pod %s/%s was deleted", pt.Namespace, pt.PodName)

@@ -242,6 +242,114 @@ func TestCredentialMerge(t *testing.T) {
 	}
 }
 
+// TestCredentialBackendSlotWait checks that a backend call waits for one of
+// the node's backend slots at most the backend timeout, failing as limited
+// (503) when none is freed, and that a call which got its slot late still has
+// the whole timeout for itself.
+func TestCredentialBackendSlotWait(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		// release frees the slot the test holds, answer lets the backend
+		// answer, both after the get started; 0: never during the get.
+		release, answer time.Duration
+		wantErr         int
+		wantCalls       int64
+	}{
+		{name: "no slot within the timeout", timeout: 50 * time.Millisecond,
+			wantErr: http.StatusServiceUnavailable, wantCalls: 0},
+		{name: "a slot freed in time, then the call's own timeout", timeout: time.Second,
+			release: 600 * time.Millisecond, answer: 1200 * time.Millisecond, wantCalls: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(o *Options) {
+				o.MaxConcurrentMisses = 1
+				o.BackendTimeout = tt.timeout
+			})
+			c := e.h.creds
+			if !c.calls.acquire(context.Background()) {
+				t.Fatal("no free slot")
+			}
+			if tt.release == 0 {
+				defer c.calls.release()
+			} else {
+				hold := make(chan struct{})
+				e.backend.hold = hold
+				time.AfterFunc(tt.release, c.calls.release)
+				time.AfterFunc(tt.answer, func() { close(hold) })
+			}
+			_, r := c.get(context.Background(), testPodToken(testUID), "tok")
+			switch {
+			case tt.wantErr == 0 && r != nil:
+				t.Fatalf("refused: %v", r)
+			case tt.wantErr != 0 && (r == nil || r.Status != tt.wantErr || !strings.Contains(r.Message, "at once is taken")):
+				t.Fatalf("got %v, want %d saying the backend calls are all taken", r, tt.wantErr)
+			}
+			if n := e.backend.calls.Load(); n != tt.wantCalls {
+				t.Fatalf("%d backend calls, want %d", n, tt.wantCalls)
+			}
+			limited := testutil.ToFloat64(e.h.m.BackendCalls.WithLabelValues(ResultLimited))
+			if want := float64(1 - tt.wantCalls); limited != want {
+				t.Fatalf("limited calls %v, want %v", limited, want)
+			}
+		})
+	}
+}
+
+// TestCredentialRenewalHoldsSlot checks that background renewals count
+// towards the node's backend calls at once: a renewal the backend does not
+// answer holds the only slot, and another pod's first call waits for it.
+func TestCredentialRenewalHoldsSlot(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxConcurrentMisses = 1 })
+	c := e.h.creds
+	first, r := c.get(context.Background(), testPodToken(testUID), "tok")
+	if r != nil {
+		t.Fatal(r)
+	}
+	hold := make(chan struct{})
+	e.backend.hold = hold
+	e.clock.advance(50 * time.Minute) // inside the refresh window
+	if got, r := c.get(context.Background(), testPodToken(testUID), "tok"); r != nil || got != first {
+		t.Fatalf("got %v (cached: %v), want the cached credentials", r, got == first)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, r := c.get(ctx, testPodToken("uid-2"), "tok"); r == nil || r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("another pod got %v, want 503 while the renewal holds the slot", r)
+	}
+	if n := e.backend.calls.Load(); n != 2 {
+		t.Fatalf("%d backend calls, want 2 (the other pod's waits for the slot)", n)
+	}
+	close(hold)
+	e.awaitRenewal()
+	if _, r := c.get(context.Background(), testPodToken("uid-2"), "tok"); r != nil {
+		t.Fatalf("the other pod after the renewal: %v", r)
+	}
+	if n := e.backend.calls.Load(); n != 3 {
+		t.Fatalf("%d backend calls, want 3", n)
+	}
+}
+
+// TestCredentialCallFindsCached checks that a pod's call finds credentials
+// cached by the pod's previous call, which may end between a request's look
+// at the cache and the start of its call: no second backend call.
+func TestCredentialCallFindsCached(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.h.creds
+	first, r := c.get(context.Background(), testPodToken(testUID), "tok")
+	if r != nil {
+		t.Fatal(r)
+	}
+	got, err := c.await(context.Background(), testPodToken(testUID), "tok", false)
+	if err != nil || got != first {
+		t.Fatalf("got %v (cached: %v), want the cached credentials", err, got == first)
+	}
+	if n := e.backend.calls.Load(); n != 1 {
+		t.Fatalf("%d backend calls, want 1", n)
+	}
+}
+
 // TestCredentialForgetDuringCall checks that a backend call in flight when
 // its pod is forgotten neither caches nor returns its answer, and that the
 // forgetting of another pod does not discard it.

@@ -56,12 +56,11 @@ func NewHandler(o Options) (*Handler, error) {
 	if o.MaxConcurrentMisses == 0 {
 		o.MaxConcurrentMisses = DefaultMaxConcurrentMisses
 	}
-	misses := newMissLimiter(o.MaxConcurrentMisses)
 	return &Handler{
 		hosts:   hosts,
-		tokens:  newTokenChecker(&o, misses),
+		tokens:  newTokenChecker(&o),
 		limiter: newPodLimiter(o.PodRate, o.PodBurst, o.Now),
-		creds:   newCredentialCache(&o, misses),
+		creds:   newCredentialCache(&o),
 		m:       o.Metrics,
 		log:     o.Logger,
 	}, nil

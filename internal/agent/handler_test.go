@@ -206,28 +206,51 @@ func (k *holdingKeys) Verify(ctx context.Context, tok *jwks.Token) error {
 	return k.KeyVerifier.Verify(ctx, tok)
 }
 
+// waitFor polls cond until it holds or 10 seconds have passed, then leaves
+// a moment for anything more to happen; it reports whether cond held.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	return cond()
+}
+
 // TestHandlerBoundsMisses checks that when many pods ask at once (an agent
-// restart), at most Options.MaxConcurrentMisses requests verify a token or
-// wait for the backend at a time, that the others are answered after their
-// wait, and that a request waiting for its turn finds what another request
-// with its token or of its pod got meanwhile.
+// restart), at most maxConcurrentVerifies signature checks and
+// Options.MaxConcurrentMisses backend calls run at a time, each bound filled
+// by its own work, that the others are answered after their wait, that the
+// requests of one pod share its one call without taking the slots of other
+// pods, and that a request waiting for its turn to verify finds what another
+// request with its token got meanwhile.
 func TestHandlerBoundsMisses(t *testing.T) {
-	const limit, pods = 4, 40
+	// limit differs from maxConcurrentVerifies, so that each bound is seen
+	// to be its own.
+	const limit, pods = 3, 40
 	tests := []struct {
 		name string
 		// holdKeys holds signature checks, else backend calls.
 		holdKeys bool
-		// samePod: every request has the test pod's one token.
-		samePod bool
+		// samePod: requests have the test pod's one token (all of them, or
+		// the first samePod ones, started before the others).
+		samePod int
+		// wantRunning is the checks or calls running while held.
+		wantRunning int64
 		// maxChecks bounds the signature checks: one token is checked by
 		// the requests that took a slot before any check ended, not by the
 		// others.
 		maxChecks, wantCalls int64
 	}{
-		{name: "signature checks", holdKeys: true, maxChecks: pods, wantCalls: pods},
-		{name: "backend calls", maxChecks: pods, wantCalls: pods},
-		{name: "one token verified by the first requests only", holdKeys: true, samePod: true, maxChecks: limit, wantCalls: 1},
-		{name: "one pod's backend call once", samePod: true, maxChecks: limit, wantCalls: 1},
+		{name: "signature checks", holdKeys: true, wantRunning: maxConcurrentVerifies, maxChecks: pods, wantCalls: pods},
+		{name: "backend calls", wantRunning: limit, maxChecks: pods, wantCalls: pods},
+		{name: "one token verified by the first requests only", holdKeys: true, samePod: pods,
+			wantRunning: maxConcurrentVerifies, maxChecks: maxConcurrentVerifies, wantCalls: 1},
+		{name: "one pod's backend call once", samePod: pods, wantRunning: 1, maxChecks: maxConcurrentVerifies, wantCalls: 1},
+		// A pod's burst (20 requests) waiting for its call takes one slot:
+		// the other pods' calls run beside it.
+		{name: "one pod's requests take one backend slot", samePod: pods / 2, wantRunning: limit,
+			maxChecks: maxConcurrentVerifies + pods/2, wantCalls: 1 + pods/2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,10 +267,10 @@ func TestHandlerBoundsMisses(t *testing.T) {
 			if !tt.holdKeys {
 				e.backend.hold = hold
 			}
-			tokens := make([]string, pods)
 			podTok := testClaims().sign(t)
+			tokens := make([]string, pods)
 			for i := range tokens {
-				if tt.samePod {
+				if i < tt.samePod {
 					tokens[i] = podTok
 					continue
 				}
@@ -257,24 +280,20 @@ func TestHandlerBoundsMisses(t *testing.T) {
 				if tt.holdKeys {
 					return keys.running.Load()
 				}
-				return e.backend.calls.Load()
+				return e.backend.running.Load()
 			}
 			var wg sync.WaitGroup
 			codes := make(chan int, pods)
-			for _, tok := range tokens {
+			for i, tok := range tokens {
+				if i == tt.samePod && i > 0 {
+					// The pod's requests wait for its call before the
+					// other pods ask.
+					waitFor(func() bool { return running() == 1 })
+				}
 				wg.Go(func() { codes <- e.get(testListen, tok).Code })
 			}
-			want := int64(limit)
-			if tt.samePod && !tt.holdKeys {
-				want = 1 // the requests holding a slot share the pod's one call
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for running() < want && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
-			time.Sleep(50 * time.Millisecond) // time for any more to start
-			if n := running(); n != want {
-				t.Errorf("%d running at once, want %d", n, want)
+			if !waitFor(func() bool { return running() >= tt.wantRunning }) || running() != tt.wantRunning {
+				t.Errorf("%d running at once, want %d", running(), tt.wantRunning)
 			}
 			close(hold)
 			wg.Wait()
@@ -284,8 +303,11 @@ func TestHandlerBoundsMisses(t *testing.T) {
 					t.Fatalf("status %d, want 200 for every pod", code)
 				}
 			}
-			if m := keys.max.Load(); m > limit {
-				t.Errorf("%d signature checks at once, want at most %d", m, limit)
+			if m := keys.max.Load(); m > maxConcurrentVerifies {
+				t.Errorf("%d signature checks at once, want at most %d", m, maxConcurrentVerifies)
+			}
+			if m := e.backend.max.Load(); m > limit {
+				t.Errorf("%d backend calls at once, want at most %d", m, limit)
 			}
 			if n := e.keys.n.Load(); n > tt.maxChecks {
 				t.Errorf("%d signature checks, want at most %d", n, tt.maxChecks)
@@ -297,35 +319,159 @@ func TestHandlerBoundsMisses(t *testing.T) {
 	}
 }
 
-// TestHandlerMissWaitEnds checks that a request whose client leaves while it
-// waits for its turn is answered 503 and frees nothing it did not take.
-func TestHandlerMissWaitEnds(t *testing.T) {
+// TestHandlerBackendSlotHeldByCall checks that a backend call keeps its slot
+// until it ends, though the client that started it gave up (the SDKs wait 1
+// to 5 seconds, a backend call up to BackendTimeout): pods asking one after
+// another while the backend hangs start no more calls than the bound, and
+// the calls of the pods that left still run, one at a time, once the backend
+// answers, caching their credentials for the pods' next requests.
+func TestHandlerBackendSlotHeldByCall(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.MaxConcurrentMisses = 1 })
 	hold := make(chan struct{})
 	e.backend.hold = hold
-	first := make(chan int, 1)
-	go func() { first <- e.get(testListen, testClaims().sign(t)).Code }()
-	for e.backend.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	pods := []string{"a", "b", "c"}
+	for _, pod := range pods {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		r := httptest.NewRequestWithContext(ctx, http.MethodGet, Path, nil)
+		r.Host = testListen
+		r.Header.Set("Authorization", podClaims(pod, "uid-"+pod, testNode).sign(t))
+		w := httptest.NewRecorder()
+		e.h.ServeHTTP(w, r)
+		cancel()
+		if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "waiting for the credential service") {
+			t.Fatalf("pod %s: %d %s, want 503 waiting for the credential service", pod, w.Code, w.Body)
+		}
 	}
-	// The only slot is taken by the first pod's backend call.
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if n := e.backend.calls.Load(); n != 1 {
+		t.Errorf("%d backend calls started with MaxConcurrentMisses=1, want 1", n)
+	}
+	close(hold)
+	if !waitFor(func() bool { return e.backend.calls.Load() == int64(len(pods)) && e.backend.running.Load() == 0 }) {
+		t.Fatalf("%d backend calls after the backend answered, want %d (each pod's, kept when its client left)", e.backend.calls.Load(), len(pods))
+	}
+	if m := e.backend.max.Load(); m != 1 {
+		t.Errorf("%d backend calls at once, want 1", m)
+	}
+	for _, pod := range pods {
+		if w := e.get(testListen, podClaims(pod, "uid-"+pod, testNode).sign(t)); w.Code != http.StatusOK {
+			t.Fatalf("pod %s asking again: %d %s", pod, w.Code, w.Body)
+		}
+	}
+	if n := e.backend.calls.Load(); n != int64(len(pods)) {
+		t.Errorf("%d backend calls, want %d (the pods asking again are served from the cache)", n, len(pods))
+	}
+}
+
+// TestHandlerVerifyNotBehindBackend checks that a pod whose credentials are
+// cached, presenting a token not verified yet (kubelet rotated it), is
+// answered at once while every backend slot is taken by calls the backend
+// does not answer, and more pods than there are verification slots wait for
+// their credentials.
+func TestHandlerVerifyNotBehindBackend(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxConcurrentMisses = 1 })
+	if w := e.get(testListen, testClaims().sign(t)); w.Code != http.StatusOK {
+		t.Fatalf("first request: %d %s", w.Code, w.Body)
+	}
+	hold := make(chan struct{})
+	e.backend.hold = hold
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(hold)
+	waiting := 2*maxConcurrentVerifies + 1
+	for i := range waiting {
+		tok := podClaims(fmt.Sprint("pod-", i), fmt.Sprint("uid-", i), testNode).sign(t)
+		wg.Go(func() { e.get(testListen, tok) })
+	}
+	// One call holds the only backend slot; the waiting pods' tokens are
+	// verified all the same.
+	if !waitFor(func() bool { return e.backend.calls.Load() == 2 }) {
+		t.Fatalf("%d backend calls, want 2", e.backend.calls.Load())
+	}
+	if !waitFor(func() bool { return e.keys.n.Load() == int64(1+waiting) }) {
+		t.Errorf("%d signature checks, want %d (every waiting pod's token)", e.keys.n.Load(), 1+waiting)
+	}
+	rotated := testClaims()
+	rotated["jti"] = "rotated"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	r := httptest.NewRequestWithContext(ctx, http.MethodGet, Path, nil)
 	r.Host = testListen
-	r.Header.Set("Authorization", podClaims("other", "uid-other", testNode).sign(t))
+	r.Header.Set("Authorization", rotated.sign(t))
 	w := httptest.NewRecorder()
 	e.h.ServeHTTP(w, r)
-	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "waiting for its turn") {
-		t.Fatalf("status %d (%s), want 503 waiting for its turn", w.Code, w.Body)
+	if w.Code != http.StatusOK {
+		t.Fatalf("cached pod with a rotated token: %d %s, want 200 within a second", w.Code, w.Body)
 	}
-	close(hold)
-	if code := <-first; code != http.StatusOK {
-		t.Fatalf("first pod: %d", code)
+	checkCredentials(t, w)
+}
+
+// TestHandlerMissWaitEnds checks that a request whose client leaves while it
+// waits (for its turn to verify its token, or for its pod's backend call) is
+// answered 503, and that its pod is served once the work ahead of it ended:
+// its verification slot was not taken, its backend call went on.
+func TestHandlerMissWaitEnds(t *testing.T) {
+	tests := []struct {
+		name string
+		// holdKeys holds signature checks, else backend calls.
+		holdKeys  bool
+		msg       string
+		wantCalls int64 // backend calls in all
+	}{
+		{"verification", true, "waiting for its turn to verify the token", 1 + maxConcurrentVerifies},
+		{"backend call", false, "waiting for the credential service", 2},
 	}
-	// The slot is free again.
-	if w := e.get(testListen, podClaims("other", "uid-other", testNode).sign(t)); w.Code != http.StatusOK {
-		t.Fatalf("after the wait: %d %s", w.Code, w.Body)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			keys := &holdingKeys{hold: hold}
+			e := newEnv(t, func(o *Options) {
+				o.MaxConcurrentMisses = 1
+				if tt.holdKeys {
+					keys.KeyVerifier = o.Keys
+					o.Keys = keys
+				}
+			})
+			ahead := 1 // requests taking every slot of the held kind
+			if tt.holdKeys {
+				ahead = maxConcurrentVerifies
+			} else {
+				e.backend.hold = hold
+			}
+			var wg sync.WaitGroup
+			codes := make(chan int, ahead)
+			for i := range ahead {
+				tok := podClaims(fmt.Sprint("pod-", i), fmt.Sprint("uid-", i), testNode).sign(t)
+				wg.Go(func() { codes <- e.get(testListen, tok).Code })
+			}
+			if !waitFor(func() bool { return keys.running.Load()+e.backend.running.Load() == int64(ahead) }) {
+				t.Fatalf("%d checks and %d calls running, want %d in all", keys.running.Load(), e.backend.running.Load(), ahead)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			other := podClaims("other", "uid-other", testNode).sign(t)
+			r := httptest.NewRequestWithContext(ctx, http.MethodGet, Path, nil)
+			r.Host = testListen
+			r.Header.Set("Authorization", other)
+			w := httptest.NewRecorder()
+			e.h.ServeHTTP(w, r)
+			if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), tt.msg) {
+				t.Fatalf("status %d (%s), want 503 %s", w.Code, w.Body, tt.msg)
+			}
+			close(hold)
+			wg.Wait()
+			close(codes)
+			for code := range codes {
+				if code != http.StatusOK {
+					t.Fatalf("a request ahead: %d", code)
+				}
+			}
+			if w := e.get(testListen, other); w.Code != http.StatusOK {
+				t.Fatalf("after the wait: %d %s", w.Code, w.Body)
+			}
+			if n := e.backend.calls.Load(); n != tt.wantCalls {
+				t.Fatalf("%d backend calls, want %d", n, tt.wantCalls)
+			}
+		})
 	}
 }
 

@@ -13,8 +13,9 @@ const (
 	// ResultUnreachable is a backend call that got no answer (connection
 	// refused, timeout, a malformed answer).
 	ResultUnreachable = "unreachable"
-	// ResultLimited is a backend call the agent did not make: held back by
-	// the node's own backend limit (--max-service-qps) past its timeout.
+	// ResultLimited is a backend call the agent did not make: held back past
+	// its timeout by the node's own backend limits (--max-service-qps, or
+	// every backend call the agent makes at once taken).
 	ResultLimited = "limited"
 )
 
@@ -39,7 +40,7 @@ type Metrics struct {
 	CacheHits, CacheMisses prometheus.Counter
 	// BackendCalls counts backend calls by result: ResultOK, the backend's
 	// error code, ResultUnreachable, or ResultLimited for a call held back
-	// by the node's own limit (podiam_agent_backend_calls_total).
+	// by the node's own limits (podiam_agent_backend_calls_total).
 	BackendCalls *prometheus.CounterVec
 	// BackendCallDuration observes each backend call.
 	BackendCallDuration prometheus.Histogram
@@ -82,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		BackendCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "backend_calls_total",
-			Help: `Backend calls by result ("ok", the backend's error code, "unreachable", or "limited" when held back by --max-service-qps).`,
+			Help: `Backend calls by result ("ok", the backend's error code, "unreachable", or "limited" when held back by the agent's own limits: --max-service-qps, or too many calls at once).`,
 		}, []string{"result"}),
 		BackendCallDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "backend_call_duration_seconds",
@@ -151,7 +152,7 @@ func (m *Metrics) backendCall(result string, seconds float64) {
 	m.BackendCallDuration.Observe(seconds)
 }
 
-// backendLimited counts a call held back by the node's backend limit: no
+// backendLimited counts a call held back by the node's backend limits: no
 // call was made, so no duration is observed.
 func (m *Metrics) backendLimited() {
 	if m != nil {

@@ -64,19 +64,20 @@ func (l *podLimiter) forget(podUID string) {
 	l.mu.Unlock()
 }
 
-// missLimiter bounds the requests doing cache-miss work at once (a token's
-// signature check, a wait for the backend): a slot is taken for the work and
-// given back after it. Safe for concurrent use.
-type missLimiter chan struct{}
+// semaphore bounds how many do some work at once: a slot is taken for the
+// work and given back after it. The handler has two, so that one kind of
+// work never waits behind the other: the token checker's for signature
+// checks, the credential cache's for backend calls. Safe for concurrent use.
+type semaphore chan struct{}
 
-// newMissLimiter returns a limiter of n (at least 1) slots.
-func newMissLimiter(n int) missLimiter { return make(missLimiter, max(n, 1)) }
+// newSemaphore returns a semaphore of n (at least 1) slots.
+func newSemaphore(n int) semaphore { return make(semaphore, max(n, 1)) }
 
 // acquire takes a slot, waiting for one while ctx lasts; it reports whether
 // it got one (then release must follow).
-func (l missLimiter) acquire(ctx context.Context) bool {
+func (s semaphore) acquire(ctx context.Context) bool {
 	select {
-	case l <- struct{}{}:
+	case s <- struct{}{}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -84,4 +85,4 @@ func (l missLimiter) acquire(ctx context.Context) bool {
 }
 
 // release gives back a slot that acquire took.
-func (l missLimiter) release() { <-l }
+func (s semaphore) release() { <-s }

@@ -53,6 +53,15 @@ const (
 	// had about half of them answered 429 first: docs/benchmarks.md).
 	verifyRate  = 500
 	verifyBurst = 500
+	// maxConcurrentVerifies bounds the signature checks running at once. A
+	// check is CPU work (tens of microseconds for RS256): more at once than
+	// the agent has cores finish no sooner and only add to the memory peak
+	// of a cold burst. The bound is the checks' own, never shared with the
+	// waits for the backend, so that a pod whose credentials are cached gets
+	// its rotated token verified whatever the backend does. A check waits on
+	// the network only to refetch the cluster's keys for an unknown kid,
+	// which the key set rate-limits.
+	maxConcurrentVerifies = 4
 )
 
 // tokenChecker checks pod tokens locally and remembers the facts of those it
@@ -63,10 +72,10 @@ type tokenChecker struct {
 	node string
 	now  func() time.Time
 	m    *Metrics
-	// verifies limits token-cache misses per second, node-wide; misses
-	// bounds those verified at once.
+	// verifies limits token-cache misses per second, node-wide; checking
+	// bounds those verified at once (maxConcurrentVerifies).
 	verifies *rate.Limiter
-	misses   missLimiter
+	checking semaphore
 
 	mu    sync.Mutex
 	cache *lru[[sha256.Size]byte, cachedToken]
@@ -78,7 +87,7 @@ type cachedToken struct {
 	until time.Time
 }
 
-func newTokenChecker(o *Options, misses missLimiter) *tokenChecker {
+func newTokenChecker(o *Options) *tokenChecker {
 	size := o.TokenCacheSize
 	if size == 0 {
 		size = DefaultTokenCacheSize
@@ -87,18 +96,18 @@ func newTokenChecker(o *Options, misses missLimiter) *tokenChecker {
 		pods: podtoken.Checker{Keys: o.Keys, Issuer: o.Issuer, Leeway: o.Leeway},
 		node: o.NodeName, now: o.Now, m: o.Metrics,
 		verifies: rate.NewLimiter(verifyRate, verifyBurst),
-		misses:   misses,
+		checking: newSemaphore(maxConcurrentVerifies),
 		cache:    newLRU[[sha256.Size]byte, cachedToken](size),
 	}
 }
 
 // check returns the facts of a valid pod token: from the cache when this very
 // token was verified before and its cache time has not passed, else by
-// verifying it (at most Options.MaxConcurrentMisses at once, with the
-// backend waits). A refusal is 400 for a token that is unparsable or expired,
-// 403 for one that is not for this cluster, audience or node, 429 when the
-// node verifies too many new tokens, 503 when the cluster's keys could not be
-// fetched or the request ended while waiting for its turn.
+// verifying it (at most maxConcurrentVerifies at once). A refusal is 400 for
+// a token that is unparsable or expired, 403 for one that is not for this
+// cluster, audience or node, 429 when the node verifies too many new tokens,
+// 503 when the cluster's keys could not be fetched or the request ended
+// while waiting for its turn.
 func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *refusal) {
 	// The token is hashed in place: a copy would cost an allocation per
 	// request, and Sum256 only reads it.
@@ -110,10 +119,10 @@ func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *ref
 	if !c.verifies.AllowN(now, 1) {
 		return nil, refuse(http.StatusTooManyRequests, "too many new tokens to verify on this node; retry later")
 	}
-	if !c.misses.acquire(ctx) {
+	if !c.checking.acquire(ctx) {
 		return nil, refuse(http.StatusServiceUnavailable, "the request ended while waiting for its turn to verify the token: %v", ctx.Err())
 	}
-	defer c.misses.release()
+	defer c.checking.release()
 	// Another request with this token may have verified it meanwhile.
 	now = c.now()
 	if pt := c.cached(sum, now); pt != nil {
