@@ -14,7 +14,7 @@
 //     pod, and the node named in the token must be this node. The facts of a
 //     verified token are cached by the SHA-256 of the token until it expires,
 //     so a repeated request pays no signature check. A few signature checks
-//     run at once (a semaphore of its own, ratelimit.go).
+//     run at once (a semaphore of their own, tokens.go).
 //   - podLimiter (ratelimit.go) limits the requests of each pod (by UID), not
 //     of the whole node.
 //   - credentialCache (credentials.go) keeps each pod's credentials (by pod

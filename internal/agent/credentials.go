@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
@@ -173,7 +175,7 @@ type credentialCache struct {
 	// calls bounds the backend calls in flight (Options.MaxConcurrentMisses):
 	// each call holds a slot from its start to its end, whether requests
 	// still wait for it or not; requests hold none.
-	calls semaphore
+	calls *semaphore.Weighted
 	// renewalDone, when set (by tests), is called at the end of each
 	// background renewal.
 	renewalDone func()
@@ -188,7 +190,7 @@ type credentialCache struct {
 func newCredentialCache(o *Options) *credentialCache {
 	c := &credentialCache{
 		backend: o.Backend, cluster: o.ClusterName, timeout: o.BackendTimeout, maxRetention: o.MaxRetention,
-		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger, calls: newSemaphore(o.MaxConcurrentMisses),
+		disabled: o.MaxCacheSize == 0, now: o.Now, m: o.Metrics, log: o.Logger, calls: semaphore.NewWeighted(int64(max(o.MaxConcurrentMisses, 1))),
 		entries:    newLRU[string, *credSlot](o.MaxCacheSize),
 		tombstones: newLRU[string, time.Time](maxTombstones),
 	}
@@ -394,7 +396,7 @@ func (c *credentialCache) fetch(ctx context.Context, pt *podToken, token string,
 		c.m.backendLimited()
 		return nil, err
 	}
-	defer c.calls.release()
+	defer c.calls.Release(1)
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
@@ -434,7 +436,7 @@ func (c *credentialCache) turn(ctx context.Context, limited bool) error {
 			return errBackendBusy
 		}
 	}
-	if !c.calls.acquire(ctx) {
+	if c.calls.Acquire(ctx, 1) != nil {
 		return errBackendSaturated
 	}
 	return nil

@@ -268,15 +268,15 @@ func TestCredentialBackendSlotWait(t *testing.T) {
 				o.BackendTimeout = tt.timeout
 			})
 			c := e.h.creds
-			if !c.calls.acquire(context.Background()) {
+			if c.calls.Acquire(context.Background(), 1) != nil {
 				t.Fatal("no free slot")
 			}
 			if tt.release == 0 {
-				defer c.calls.release()
+				defer c.calls.Release(1)
 			} else {
 				hold := make(chan struct{})
 				e.backend.hold = hold
-				time.AfterFunc(tt.release, c.calls.release)
+				time.AfterFunc(tt.release, func() { c.calls.Release(1) })
 				time.AfterFunc(tt.answer, func() { close(hold) })
 			}
 			_, r := c.get(context.Background(), testPodToken(testUID), "tok")

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -63,26 +62,3 @@ func (l *podLimiter) forget(podUID string) {
 	l.pods.remove(podUID)
 	l.mu.Unlock()
 }
-
-// semaphore bounds how many do some work at once: a slot is taken for the
-// work and given back after it. The handler has two, so that one kind of
-// work never waits behind the other: the token checker's for signature
-// checks, the credential cache's for backend calls. Safe for concurrent use.
-type semaphore chan struct{}
-
-// newSemaphore returns a semaphore of n (at least 1) slots.
-func newSemaphore(n int) semaphore { return make(semaphore, max(n, 1)) }
-
-// acquire takes a slot, waiting for one while ctx lasts; it reports whether
-// it got one (then release must follow).
-func (s semaphore) acquire(ctx context.Context) bool {
-	select {
-	case s <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// release gives back a slot that acquire took.
-func (s semaphore) release() { <-s }

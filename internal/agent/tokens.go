@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/podiam/podiam/internal/eksauth"
@@ -75,7 +76,7 @@ type tokenChecker struct {
 	// verifies limits token-cache misses per second, node-wide; checking
 	// bounds those verified at once (maxConcurrentVerifies).
 	verifies *rate.Limiter
-	checking semaphore
+	checking *semaphore.Weighted
 
 	mu    sync.Mutex
 	cache *lru[[sha256.Size]byte, cachedToken]
@@ -96,7 +97,7 @@ func newTokenChecker(o *Options) *tokenChecker {
 		pods: podtoken.Checker{Keys: o.Keys, Issuer: o.Issuer, Leeway: o.Leeway},
 		node: o.NodeName, now: o.Now, m: o.Metrics,
 		verifies: rate.NewLimiter(verifyRate, verifyBurst),
-		checking: newSemaphore(maxConcurrentVerifies),
+		checking: semaphore.NewWeighted(maxConcurrentVerifies),
 		cache:    newLRU[[sha256.Size]byte, cachedToken](size),
 	}
 }
@@ -119,10 +120,10 @@ func (c *tokenChecker) check(ctx context.Context, token string) (*podToken, *ref
 	if !c.verifies.AllowN(now, 1) {
 		return nil, refuse(http.StatusTooManyRequests, "too many new tokens to verify on this node; retry later")
 	}
-	if !c.checking.acquire(ctx) {
+	if c.checking.Acquire(ctx, 1) != nil {
 		return nil, refuse(http.StatusServiceUnavailable, "the request ended while waiting for its turn to verify the token: %v", ctx.Err())
 	}
-	defer c.checking.release()
+	defer c.checking.Release(1)
 	// Another request with this token may have verified it meanwhile.
 	now = c.now()
 	if pt := c.cached(sum, now); pt != nil {
