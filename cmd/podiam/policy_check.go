@@ -109,16 +109,6 @@ invalid policy, a pod that cannot be read).`,
 	return cmd
 }
 
-// checkInput is the request to evaluate, from the flags and, with --pod, the
-// cluster.
-type checkInput struct {
-	// facts is the requester: the ServiceAccount of --serviceaccount, or
-	// what the webhook gave the pod of --pod; its Action is the one to check.
-	facts                      podrequest.Facts
-	issuer, account, partition string
-	audiences                  []string
-}
-
 // runPolicyCheck reads the trust policy and the requester the flags name,
 // evaluates every request podrequest makes of them and prints each with its
 // explanation; a denial is an exitError with exitDenied, no answer one with

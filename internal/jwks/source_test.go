@@ -22,7 +22,6 @@ func TestHTTPSourceFetch(t *testing.T) {
 	doc := jwksDoc(t, jwk(t, &rsaKey().PublicKey, nil))
 	type env struct {
 		issuer string // the source's issuer URL
-		other  string // the URL of a second TLS server (for redirects)
 	}
 	discovery := func(w http.ResponseWriter, issuer, jwksURI string) {
 		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q,"response_types_supported":["id_token"]}`, issuer, jwksURI)

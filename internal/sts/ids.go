@@ -26,9 +26,6 @@ var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 // uniqueIDLen is the length of AWS's role and user ids: the prefix and 17 characters.
 const uniqueIDLen = 21
 
-// accessKeyIDLen is the length of the access key ids AWS issues: the prefix and 16 characters.
-const accessKeyIDLen = 20
-
 // RoleID returns the stable unique id (AROA + 17 characters) of the role path+name in
 // accountID. It is a hash of the three, so every replica and every restart agrees on
 // it without sharing state.
