@@ -314,7 +314,19 @@ func writeTokenKubeconfig(t *testing.T, ctx context.Context, ns, saName, path st
 	if err != nil {
 		t.Fatalf("TokenRequest for %s/%s: %v", ns, saName, err)
 	}
-	err = harness.WriteKubeconfig(path, &rest.Config{Host: cluster.URL(), BearerToken: tr.Status.Token,
+	cs, err := kubernetes.NewForConfig(writeBearerKubeconfig(t, path, tr.Status.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// writeBearerKubeconfig writes, at path, a kubeconfig of the shared API
+// server that authenticates by token and nothing else, and returns the
+// config read back from the file.
+func writeBearerKubeconfig(t *testing.T, path, token string) *rest.Config {
+	t.Helper()
+	err := harness.WriteKubeconfig(path, &rest.Config{Host: cluster.URL(), BearerToken: token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: cluster.CACertPEM()}})
 	if err != nil {
 		t.Fatal(err)
@@ -324,13 +336,9 @@ func writeTokenKubeconfig(t *testing.T, ctx context.Context, ns, saName, path st
 		t.Fatal(err)
 	}
 	if len(cfg.CertData) != 0 || len(cfg.KeyData) != 0 || cfg.BearerToken == "" {
-		t.Fatal("the token kubeconfig must authenticate by bearer token only")
+		t.Fatalf("the kubeconfig %s must authenticate by bearer token only", path)
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
+	return cfg
 }
 
 // createOrReplace creates u, or replaces the existing object of its name.
