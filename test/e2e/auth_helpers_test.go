@@ -198,15 +198,26 @@ func (f *authFixture) createPod(ns, sa, name, node string) *corev1.Pod {
 // API, bound to pod when pod is not nil, as a projected volume gets it.
 func (f *authFixture) token(ns, sa string, pod *corev1.Pod, aud string) string {
 	f.t.Helper()
-	spec := authenticationv1.TokenRequestSpec{Audiences: []string{aud}, ExpirationSeconds: new(int64(3600))}
+	tok := requestToken(f.t, f.ctx, ns, sa, pod, aud, 3600)
+	f.secrets = append(f.secrets, tok)
+	return tok
+}
+
+// requestToken returns a TokenRequest token of ns/sa with audience aud (the
+// API server's when ""), lifetime seconds, bound to pod when pod is not nil.
+func requestToken(t *testing.T, ctx context.Context, ns, sa string, pod *corev1.Pod, aud string, seconds int64) string {
+	t.Helper()
+	spec := authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds}
+	if aud != "" {
+		spec.Audiences = []string{aud}
+	}
 	if pod != nil {
 		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
 	}
-	tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(f.ctx, sa, &authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
+	tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
-		f.t.Fatalf("TokenRequest for %s/%s: %v", ns, sa, err)
+		t.Fatalf("TokenRequest for %s/%s: %v", ns, sa, err)
 	}
-	f.secrets = append(f.secrets, tr.Status.Token)
 	return tr.Status.Token
 }
 

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -413,18 +412,9 @@ func (ci *chartInstall) createPod(w workload, node string) *corev1.Pod {
 // ""), lifetime seconds.
 func (ci *chartInstall) token(pod *corev1.Pod, aud string, seconds int64) string {
 	ci.t.Helper()
-	spec := authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds,
-		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}
-	if aud != "" {
-		spec.Audiences = []string{aud}
-	}
-	tr, err := client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ci.ctx, pod.Spec.ServiceAccountName,
-		&authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
-	if err != nil {
-		ci.t.Fatalf("TokenRequest for %s/%s: %v", pod.Namespace, pod.Spec.ServiceAccountName, err)
-	}
-	ci.tokens = append(ci.tokens, tr.Status.Token)
-	return tr.Status.Token
+	tok := requestToken(ci.t, ci.ctx, pod.Namespace, pod.Spec.ServiceAccountName, pod, aud, seconds)
+	ci.tokens = append(ci.tokens, tok)
+	return tok
 }
 
 // runOptions are what a component's process gets beyond its rendered pod.
